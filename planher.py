@@ -1,0 +1,1244 @@
+"""PlanHer: the backend of a cycle-tracking app, in one Starlette module.
+
+Women log their periods and their daily energy; PlanHer tells them where they are in their
+cycle, when the next period comes and what energy to expect. The HTTP contract is
+`../shared/API.md`; run the service with `uvicorn planher:app`, the command line with
+`python planher.py --help`.
+
+The module reads top to bottom: configuration, tables, the database pool, migrations,
+security, validation schemas, handlers (in the contract's order), error handlers and
+middleware, then the app and its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import getpass
+import hashlib
+import logging
+import os
+import re
+import secrets
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import aiosqlite
+import asyncpg
+import bcrypt
+import databases
+import itsdangerous
+import sqlalchemy as sa
+from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTransaction
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    BaseUser,
+    UnauthenticatedUser,
+)
+from starlette.concurrency import run_in_threadpool
+from starlette.config import Config
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# ── Configuration ────────────────────────────────────────────────────────────────────────
+
+__version__ = "0.1.0"
+
+logger = logging.getLogger("planher")
+# `databases` logs every query with its arguments at DEBUG: passwords hashes and health data.
+logging.getLogger("databases").setLevel(logging.INFO)
+
+ROOT_DIR = Path(__file__).resolve().parent
+MIGRATIONS_DIR = ROOT_DIR / "migrations"
+
+DEFAULT_DATABASE_URL = "sqlite:///planher.db"
+DEVELOPMENT_SECRET_KEY = "planher-development-key-never-use-in-production"
+ACCESS_TOKEN_TTL_S = 15 * 60
+REFRESH_TOKEN_TTL_S = 14 * 24 * 60 * 60
+BCRYPT_ROUNDS = 12
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:3000",  # create-react-app dev server
+    "http://127.0.0.1:3000",
+    "http://localhost:5173",  # Vite dev server
+    "http://127.0.0.1:5173",
+)
+
+MAX_BODY_BYTES = 1024 * 1024
+SQLITE_POOL_SIZE = 8
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Applied once to every pooled connection: WAL lets readers run beside the writer,
+# synchronous=FULL makes a committed write survive power loss, and foreign keys are off by
+# default in SQLite, which would silently skip every ON DELETE CASCADE.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+)
+# Any constant shared by all app instances serializes their migration runs on PostgreSQL.
+MIGRATION_LOCK_ID = 72_420_261
+
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt ignores (bcrypt 5: refuses) anything longer
+EMAIL_MAX_CHARS = 254
+NAME_MAX_CHARS = 100
+TOKEN_MAX_CHARS = 1000
+ACCESS_TOKEN_SALT = "planher.access-token"
+REFRESH_TOKEN_SALT = "planher.refresh-token"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the environment (or a `.env` file) can change."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_keys: tuple[str, ...] = (DEVELOPMENT_SECRET_KEY,)  # newest first
+    access_token_ttl_s: int = ACCESS_TOKEN_TTL_S
+    refresh_token_ttl_s: int = REFRESH_TOKEN_TTL_S
+    bcrypt_rounds: int = BCRYPT_ROUNDS
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+        env_file = ".env" if Path(".env").is_file() else None
+        config = Config(env_file, environ=os.environ if environ is None else environ)
+        return cls(
+            database_url=config("DATABASE_URL", default=DEFAULT_DATABASE_URL),
+            secret_keys=_comma_separated(config("SECRET_KEYS", default=""))
+            or (DEVELOPMENT_SECRET_KEY,),
+            access_token_ttl_s=config("ACCESS_TOKEN_TTL_S", cast=int, default=ACCESS_TOKEN_TTL_S),
+            refresh_token_ttl_s=config(
+                "REFRESH_TOKEN_TTL_S", cast=int, default=REFRESH_TOKEN_TTL_S
+            ),
+            bcrypt_rounds=config("BCRYPT_ROUNDS", cast=int, default=BCRYPT_ROUNDS),
+            cors_origins=_comma_separated(config("CORS_ORIGINS", default=""))
+            or DEFAULT_CORS_ORIGINS,
+        )
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return DEVELOPMENT_SECRET_KEY in self.secret_keys
+
+
+def _comma_separated(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+# ── Tables (SQLAlchemy Core; the DDL itself lives in migrations/ and schema.sql) ────────
+
+metadata = sa.MetaData()
+
+
+def _user_id_column(nullable: bool = False) -> sa.Column:
+    return sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=nullable
+    )
+
+
+def _timestamp_column(name: str, nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.DateTime, nullable=nullable)
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(EMAIL_MAX_CHARS), nullable=False),
+    sa.Column("password_hash", sa.String(100), nullable=False),
+    sa.Column("name", sa.String(NAME_MAX_CHARS)),
+    sa.Column("role", sa.String(16), nullable=False, server_default="user"),
+    _timestamp_column("created_at"),
+    _timestamp_column("updated_at"),
+    sa.Index("ix_users_email", "email", unique=True),
+)
+
+logins = sa.Table(
+    "logins",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _user_id_column(),
+    sa.Column("login_key", sa.String(64), nullable=False),
+    sa.Column("refresh_jti", sa.String(64), nullable=False),
+    _timestamp_column("created_at"),
+    _timestamp_column("refreshed_at"),
+    _timestamp_column("revoked_at", nullable=True),
+    sa.Column("revoked_reason", sa.String(32)),
+    sa.Index("ix_logins_login_key", "login_key", unique=True),
+    sa.Index("ix_logins_user_id", "user_id"),
+)
+
+user_profiles = sa.Table(
+    "user_profiles",
+    metadata,
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("height_cm", sa.Integer, nullable=False),
+    sa.Column("weight_kg", sa.Float, nullable=False),
+    sa.Column("cycle_length", sa.Integer, nullable=False, server_default="28"),
+    sa.Column("luteal_length", sa.Integer, nullable=False, server_default="14"),
+    sa.Column("menses_length", sa.Integer, nullable=False, server_default="5"),
+    sa.Column("unusual_bleeding", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("number_of_peak", sa.Integer, nullable=False, server_default="2"),
+    _timestamp_column("created_at"),
+    _timestamp_column("updated_at"),
+)
+
+period_records = sa.Table(
+    "period_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _user_id_column(),
+    sa.Column("start_date", sa.Date, nullable=False),
+    sa.Column("end_date", sa.Date),
+    sa.Column("notes", sa.String(2000)),
+    _timestamp_column("created_at"),
+    _timestamp_column("updated_at"),
+    sa.Index("ix_period_records_user_start", "user_id", "start_date", unique=True),
+)
+
+daily_moods = sa.Table(
+    "daily_moods",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _user_id_column(),
+    sa.Column("date", sa.Date, nullable=False),
+    sa.Column("energy_level", sa.Integer, nullable=False),
+    sa.Column("day_of_cycle", sa.Integer),
+    sa.Column("notes", sa.String(2000)),
+    _timestamp_column("created_at"),
+    _timestamp_column("updated_at"),
+    sa.Index("ix_daily_moods_user_date", "user_id", "date", unique=True),
+)
+
+user_models = sa.Table(
+    "user_models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _user_id_column(nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("model_type", sa.String(32), nullable=False),
+    sa.Column("cv_accuracy", sa.Float, nullable=False),
+    sa.Column("baseline_accuracy", sa.Float, nullable=False),
+    sa.Column("n_samples", sa.Integer, nullable=False),
+    sa.Column("candidates", sa.String(2000), nullable=False),
+    sa.Column("sklearn_version", sa.String(32), nullable=False),
+    sa.Column("model_blob", sa.LargeBinary, nullable=False),
+    _timestamp_column("trained_at"),
+    sa.Index("ix_user_models_user_version", "user_id", "version", unique=True),
+)
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _user_id_column(),
+    sa.Column("date", sa.Date, nullable=False),
+    sa.Column("day_of_cycle", sa.Integer),
+    sa.Column("phase", sa.String(16)),
+    sa.Column("predicted_level", sa.Integer, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("source", sa.String(16), nullable=False),
+    _timestamp_column("created_at"),
+    sa.Index("ix_predictions_user_date", "user_id", "date"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _timestamp_column("at"),
+    sa.Column("user_id", sa.Integer),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(255)),
+    sa.Column("ip", sa.String(64)),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Index("ix_audit_events_user_at", "user_id", "at"),
+    sa.Index("ix_audit_events_at", "at"),
+)
+
+# The migration runner's own bookkeeping; it creates this table itself.
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("checksum", sa.String(64), nullable=False),
+    _timestamp_column("applied_at"),
+)
+SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name VARCHAR(200) NOT NULL,
+    checksum VARCHAR(64) NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+)"""
+
+# Both drivers' ways of saying "that row already exists".
+UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.exceptions.UniqueViolationError)
+
+
+def utc_now() -> dt.datetime:
+    """The current UTC time as stored: naive, microseconds dropped."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def format_timestamp(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """A `databases` record as a plain dict (its `_mapping` differs between backends)."""
+    return {key: record[key] for key in record.keys()}
+
+
+# ── Database: `databases` with a real connection pool for SQLite ────────────────────────
+
+
+class SQLiteConnectionPool:
+    """A fixed set of aiosqlite connections, each configured once with SQLITE_PRAGMAS.
+
+    `databases`' own SQLite backend opens a new connection (and thread) per query, so
+    per-connection PRAGMAs such as foreign_keys are lost and every query pays the set-up.
+    """
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+        self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
+        self._connections: list[aiosqlite.Connection] = []
+
+    async def open(self) -> None:
+        self._idle = asyncio.Queue()
+        for _ in range(self.size):
+            connection = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in SQLITE_PRAGMAS:
+                await connection.execute(pragma)
+            self._connections.append(connection)
+            self._idle.put_nowait(connection)
+
+    async def close(self) -> None:
+        self._idle = None
+        for connection in self._connections:
+            await connection.close()
+        self._connections.clear()
+
+    async def acquire(self) -> aiosqlite.Connection:
+        if self._idle is None:
+            raise ConnectionError("the SQLite connection pool is closed")
+        return await self._idle.get()
+
+    async def release(self, connection: aiosqlite.Connection) -> None:
+        if self._idle is None:
+            return
+        # A task cancelled mid-transaction must not hand its open transaction to the next.
+        if connection.in_transaction:
+            await connection.rollback()
+        self._idle.put_nowait(connection)
+
+
+class ImmediateSQLiteTransaction(SQLiteTransaction):
+    """Starts write transactions with the write lock (`BEGIN IMMEDIATE`), so a concurrent
+    writer waits for busy_timeout instead of failing with "database is locked" at commit."""
+
+    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        if not is_root:
+            return await super().start(is_root, extra_options)
+        self._is_root = True
+        assert self._connection._connection is not None, "Connection is not acquired"
+        await self._connection._connection.execute("BEGIN IMMEDIATE")
+
+
+class PooledSQLiteConnection(SQLiteConnection):
+    def transaction(self) -> ImmediateSQLiteTransaction:
+        return ImmediateSQLiteTransaction(self)
+
+
+class PooledSQLiteBackend(SQLiteBackend):
+    def __init__(self, database_url: Any, **options: Any) -> None:
+        super().__init__(database_url, **options)
+        self._pool = SQLiteConnectionPool(self._database_url.database, SQLITE_POOL_SIZE)
+
+    async def connect(self) -> None:
+        await self._pool.open()
+
+    async def disconnect(self) -> None:
+        await self._pool.close()
+
+    def connection(self) -> PooledSQLiteConnection:
+        return PooledSQLiteConnection(self._pool, self._dialect)
+
+
+class Database(databases.Database):
+    """`databases.Database`, choosing PooledSQLiteBackend for `sqlite://` URLs."""
+
+    SUPPORTED_BACKENDS = {
+        **databases.Database.SUPPORTED_BACKENDS,
+        "sqlite": f"{__name__}:PooledSQLiteBackend",
+    }
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.url.dialect == "sqlite" else "postgresql"
+
+
+# ── Migrations ───────────────────────────────────────────────────────────────────────────
+
+
+class MigrationError(RuntimeError):
+    """The database's recorded migrations disagree with the files: refuse to start."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+MIGRATION_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+DIALECT_ONLY_LINE = re.compile(r"^--\s*(sqlite|postgresql):\s*(.+)$")
+
+
+def discover_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = MIGRATION_FILE_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"two migration files have version {version:04d}")
+        found[version] = Migration(version, match.group(2), path.read_text(encoding="utf-8"))
+    return [found[version] for version in sorted(found)]
+
+
+def sql_statements(script: str, dialect: str) -> list[str]:
+    """Split a SQL script into statements for `dialect`.
+
+    Statements end with `;` at the end of a line. A comment line `-- <dialect>: statement;`
+    is a statement only that dialect runs (PostgreSQL's identity columns, for instance).
+    """
+    lines = []
+    for line in script.splitlines():
+        dialect_only = DIALECT_ONLY_LINE.match(line.strip())
+        if dialect_only:
+            if dialect_only.group(1) == dialect:
+                lines.append(dialect_only.group(2))
+        elif not line.strip().startswith("--"):
+            lines.append(line)
+    statements = re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
+    return [statement.strip() for statement in statements if statement.strip()]
+
+
+async def run_script(connection: databases.core.Connection, script: str, dialect: str) -> None:
+    for statement in sql_statements(script, dialect):
+        await connection.execute(statement)
+
+
+async def _lock_migrations(connection: databases.core.Connection, dialect: str) -> None:
+    """Serialize concurrent runners for the rest of the current transaction.
+
+    SQLite needs nothing more: our transactions begin IMMEDIATE, holding the write lock.
+    """
+    if dialect == "postgresql":
+        await connection.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+
+
+async def _applied_migrations(connection: databases.core.Connection) -> dict[int, dict]:
+    rows = await connection.fetch_all(schema_migrations.select())
+    return {row["version"]: as_dict(row) for row in rows}
+
+
+def check_applied_migrations(files: list[Migration], applied: dict[int, dict]) -> None:
+    by_version = {migration.version: migration for migration in files}
+    for version, row in sorted(applied.items()):
+        migration = by_version.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"migration {version:04d}_{row['name']} is applied to the database but its "
+                f"file is missing from {MIGRATIONS_DIR.name}/; restore it before starting"
+            )
+        if migration.checksum != row["checksum"]:
+            raise MigrationError(
+                f"migration {version:04d}_{migration.name}.sql was changed after it was "
+                "applied (checksum differs); put a change in a new migration file instead"
+            )
+
+
+async def migrate(database: Database, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply pending migrations in order, each with its bookkeeping row in one transaction.
+
+    Safe when several app instances start at once. Returns the versions applied now.
+    """
+    files = discover_migrations(directory)
+    newly_applied = []
+    async with database.connection() as connection:
+        async with connection.transaction():
+            await _lock_migrations(connection, database.dialect)
+            await connection.execute(SCHEMA_MIGRATIONS_DDL)
+            check_applied_migrations(files, await _applied_migrations(connection))
+        for migration in files:
+            async with connection.transaction():
+                await _lock_migrations(connection, database.dialect)
+                if migration.version in await _applied_migrations(connection):
+                    continue  # another instance applied it while we waited
+                await run_script(connection, migration.sql, database.dialect)
+                await connection.execute(
+                    schema_migrations.insert().values(
+                        version=migration.version,
+                        name=migration.name,
+                        checksum=migration.checksum,
+                        applied_at=utc_now(),
+                    )
+                )
+                newly_applied.append(migration.version)
+                logger.info("applied migration %04d_%s", migration.version, migration.name)
+    return newly_applied
+
+
+# ── Security: passwords, tokens, the authentication backend ─────────────────────────────
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    """bcrypt in a worker thread: at cost 12 it takes ~200 ms of CPU."""
+    hashed = await run_in_threadpool(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds))
+    return hashed.decode()
+
+
+async def verify_password(password: str, password_hash: str) -> bool:
+    return await run_in_threadpool(bcrypt.checkpw, password.encode(), password_hash.encode())
+
+
+class InvalidToken(Exception):
+    """A token that is malformed, tampered with, expired or of the wrong purpose."""
+
+
+class TokenSigner:
+    """Signs and checks access and refresh tokens.
+
+    A token is an itsdangerous timed payload naming the user and her login (`lid`); refresh
+    tokens also carry the login's current refresh id (`jti`). Each purpose has its own salt,
+    so one can never pass for the other. Keys are tried newest first, so rotating
+    SECRET_KEYS keeps tokens signed with an older key valid while that key is listed.
+    """
+
+    def __init__(self, secret_keys: tuple[str, ...], access_ttl_s: int, refresh_ttl_s: int):
+        keys_oldest_first = list(reversed(secret_keys))
+        self.access_ttl_s = access_ttl_s
+        self.refresh_ttl_s = refresh_ttl_s
+        self._access = itsdangerous.URLSafeTimedSerializer(
+            keys_oldest_first, salt=ACCESS_TOKEN_SALT
+        )
+        self._refresh = itsdangerous.URLSafeTimedSerializer(
+            keys_oldest_first, salt=REFRESH_TOKEN_SALT
+        )
+
+    def token_pair(self, user_id: int, login_key: str, refresh_jti: str) -> dict[str, Any]:
+        return {
+            "access_token": self._access.dumps({"uid": user_id, "lid": login_key}),
+            "refresh_token": self._refresh.dumps(
+                {"uid": user_id, "lid": login_key, "jti": refresh_jti}
+            ),
+            "token_type": "bearer",
+            "expires_in": self.access_ttl_s,
+        }
+
+    def load_access(self, token: str) -> dict[str, Any]:
+        return self._load(self._access, token, self.access_ttl_s, ("uid", "lid"))
+
+    def load_refresh(self, token: str) -> dict[str, Any]:
+        return self._load(self._refresh, token, self.refresh_ttl_s, ("uid", "lid", "jti"))
+
+    @staticmethod
+    def _load(serializer, token: str, max_age_s: int, keys: tuple[str, ...]) -> dict[str, Any]:
+        try:
+            payload = serializer.loads(token, max_age=max_age_s)
+        except itsdangerous.SignatureExpired as error:
+            raise InvalidToken("Token has expired") from error
+        except itsdangerous.BadData as error:
+            raise InvalidToken("Invalid token") from error
+        if not isinstance(payload, dict) or set(payload) != set(keys):
+            raise InvalidToken("Invalid token")
+        return payload
+
+
+@dataclasses.dataclass
+class AuthenticatedUser(BaseUser):
+    id: int
+    email: str
+    name: str | None
+    role: str
+    login_id: int
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+    @property
+    def identity(self) -> str:
+        return str(self.id)
+
+
+class Anonymous(UnauthenticatedUser):
+    """No valid token; `reason` becomes the 401's detail if the route needs one."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class BearerTokenBackend(AuthenticationBackend):
+    """Resolves `Authorization: Bearer <access token>` to the user, checking in the database
+    that the token's login is still live (logout and password changes revoke logins).
+
+    A missing or bad token leaves the request anonymous rather than failing it, so public
+    routes such as /auth/refresh still work for a client that sends a stale token.
+    """
+
+    async def authenticate(self, connection: HTTPConnection):
+        header = connection.headers.get("Authorization")
+        if header is None:
+            return AuthCredentials(), Anonymous("Not authenticated")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("Authorization header must be 'Bearer <access token>'")
+        try:
+            payload = connection.app.state.tokens.load_access(token.strip())
+        except InvalidToken as error:
+            return AuthCredentials(), Anonymous(str(error))
+        row = await connection.app.state.database.fetch_one(
+            sa.select(users.c.id, users.c.email, users.c.name, users.c.role)
+            .add_columns(logins.c.id.label("login_id"))
+            .select_from(logins.join(users, users.c.id == logins.c.user_id))
+            .where(
+                logins.c.login_key == payload["lid"],
+                logins.c.user_id == payload["uid"],
+                logins.c.revoked_at.is_(None),
+            )
+        )
+        if row is None:
+            return AuthCredentials(), Anonymous("Token has been revoked")
+        return AuthCredentials(["authenticated", row["role"]]), AuthenticatedUser(**as_dict(row))
+
+
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def login_required(handler: Callable[[Request], Awaitable[Response]]):
+    """Route decorator: 401 with the token's problem unless the caller is signed in."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        if not request.user.is_authenticated:
+            raise HTTPException(401, detail=request.user.reason, headers=BEARER_CHALLENGE)
+        return await handler(request)
+
+    return guarded
+
+
+# ── Validation schemas ───────────────────────────────────────────────────────────────────
+
+
+class RequestValidationError(Exception):
+    """Input that parsed but broke a rule: answered 422 with FastAPI's error list."""
+
+    def __init__(self, errors: list[dict[str, Any]], location: str) -> None:
+        self.errors = [
+            {"loc": [location, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+            for error in errors
+        ]
+
+
+class BodyTooLarge(Exception):
+    """The request body grew past MAX_BODY_BYTES while being read."""
+
+
+class RequestBody(BaseModel):
+    """A JSON request body: unknown fields are refused (a client never sets `id`, `role` or
+    timestamps), and types are strict (`"5"` is not a number, `1` is not `true`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _normalize_email(value: str) -> str:
+    email = value.strip().lower()
+    if len(email) > EMAIL_MAX_CHARS or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise PydanticCustomError("email", "Enter a valid email address, like name@example.com")
+    return email
+
+
+def _check_password(value: str) -> str:
+    if len(value) < PASSWORD_MIN_CHARS:
+        raise PydanticCustomError(
+            "password_too_short", f"Password must be at least {PASSWORD_MIN_CHARS} characters"
+        )
+    return _check_password_bytes(value)
+
+
+def _check_password_bytes(value: str) -> str:
+    if len(value.encode("utf-8")) > PASSWORD_MAX_BYTES:
+        raise PydanticCustomError(
+            "password_too_long",
+            f"Password must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8 (bcrypt's limit); "
+            "accented letters and emoji take 2 to 4 bytes each",
+        )
+    return value
+
+
+Email = Annotated[str, AfterValidator(_normalize_email)]
+NewPassword = Annotated[str, AfterValidator(_check_password)]
+GivenPassword = Annotated[str, Field(min_length=1), AfterValidator(_check_password_bytes)]
+Name = Annotated[str, Field(max_length=NAME_MAX_CHARS)]
+Token = Annotated[str, Field(min_length=1, max_length=TOKEN_MAX_CHARS)]
+
+
+class RegisterBody(RequestBody):
+    email: Email
+    password: NewPassword
+    name: Name | None = None
+
+
+class LoginBody(RequestBody):
+    email: Email
+    password: GivenPassword
+
+
+class OAuth2PasswordForm(BaseModel):
+    """The OAuth2 password flow's form (what the docs page's Authorize button sends)."""
+
+    model_config = ConfigDict(extra="ignore")  # grant_type, scope, client_id, …
+    username: Email
+    password: GivenPassword
+
+
+class RefreshBody(RequestBody):
+    refresh_token: Token
+
+
+class LogoutBody(RequestBody):
+    refresh_token: Token | None = None
+
+
+class UserUpdateBody(RequestBody):
+    # email and password default to None but do not accept null: leave them out instead.
+    name: Name | None = None
+    email: Email = None
+    password: NewPassword = None
+    current_password: GivenPassword = None
+
+
+async def parse_body(request: Request, schema: type[BaseModel]) -> BaseModel:
+    """The request's JSON body validated against `schema`: 400 if it is not JSON, 422 if it
+    breaks a rule. An empty body counts as `{}`, so missing fields are named."""
+    body = await request.body()
+    try:
+        return schema.model_validate_json(body or b"{}")
+    except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            raise HTTPException(400, detail="Request body is not valid JSON") from None
+        raise RequestValidationError(_errors_without_input(error), "body") from None
+
+
+def _errors_without_input(error: ValidationError) -> list[dict[str, Any]]:
+    return error.errors(include_url=False, include_context=False, include_input=False)
+
+
+# ── Handlers: auth ───────────────────────────────────────────────────────────────────────
+
+
+def user_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "email": row["email"],
+        "name": row["name"],
+        "role": row["role"],
+        "created_at": format_timestamp(row["created_at"]),
+        "updated_at": format_timestamp(row["updated_at"]),
+    }
+
+
+async def fetch_user(database: Database, user_id: int) -> Any:
+    return await database.fetch_one(users.select().where(users.c.id == user_id))
+
+
+async def email_taken(database: Database, email: str) -> bool:
+    found = await database.fetch_val(sa.select(users.c.id).where(users.c.email == email))
+    return found is not None
+
+
+async def register(request: Request) -> Response:
+    body = await parse_body(request, RegisterBody)
+    database = request.app.state.database
+    if await email_taken(database, body.email):
+        raise HTTPException(409, detail="An account with this email already exists")
+    password_hash = await hash_password(body.password, request.app.state.settings.bcrypt_rounds)
+    now = utc_now()
+    try:
+        row = await database.fetch_one(
+            users.insert()
+            .values(
+                email=body.email,
+                password_hash=password_hash,
+                name=body.name,
+                role="user",
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*users.c)
+        )
+    except UNIQUE_VIOLATIONS:  # the same email registered concurrently
+        raise HTTPException(409, detail="An account with this email already exists") from None
+    return JSONResponse(user_json(row), status_code=201)
+
+
+async def _login_credentials(request: Request) -> LoginBody:
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        return await parse_body(request, LoginBody)
+    try:
+        form = dict(parse_qsl((await request.body()).decode("utf-8")))
+    except UnicodeDecodeError:
+        raise HTTPException(400, detail="Form body is not valid UTF-8") from None
+    try:
+        credentials = OAuth2PasswordForm.model_validate(form)
+    except ValidationError as error:
+        raise RequestValidationError(_errors_without_input(error), "body") from None
+    return LoginBody.model_construct(email=credentials.username, password=credentials.password)
+
+
+async def login(request: Request) -> Response:
+    credentials = await _login_credentials(request)
+    database = request.app.state.database
+    row = await database.fetch_one(
+        sa.select(users.c.id, users.c.password_hash).where(users.c.email == credentials.email)
+    )
+    # An unknown email still costs one bcrypt check, so timing does not reveal accounts.
+    password_hash = row["password_hash"] if row else request.app.state.dummy_password_hash
+    if not await verify_password(credentials.password, password_hash) or row is None:
+        raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
+    return JSONResponse(await start_login(request.app, row["id"]))
+
+
+async def start_login(app: Starlette, user_id: int) -> dict[str, Any]:
+    """Record a new login for the user and return its token pair."""
+    database, tokens = app.state.database, app.state.tokens
+    now = utc_now()
+    login_key, refresh_jti = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    # Logins whose refresh token has expired can never be used again: drop them.
+    await database.execute(
+        logins.delete().where(
+            logins.c.user_id == user_id,
+            logins.c.refreshed_at < now - dt.timedelta(seconds=tokens.refresh_ttl_s),
+        )
+    )
+    await database.execute(
+        logins.insert().values(
+            user_id=user_id,
+            login_key=login_key,
+            refresh_jti=refresh_jti,
+            created_at=now,
+            refreshed_at=now,
+        )
+    )
+    return tokens.token_pair(user_id, login_key, refresh_jti)
+
+
+async def revoke_logins(database: Database, condition: Any, reason: str) -> None:
+    await database.execute(
+        logins.update()
+        .where(condition, logins.c.revoked_at.is_(None))
+        .values(revoked_at=utc_now(), revoked_reason=reason)
+    )
+
+
+async def refresh(request: Request) -> Response:
+    body = await parse_body(request, RefreshBody)
+    database, tokens = request.app.state.database, request.app.state.tokens
+    try:
+        payload = tokens.load_refresh(body.refresh_token)
+    except InvalidToken as error:
+        raise HTTPException(401, detail=str(error), headers=BEARER_CHALLENGE) from None
+    login_row = await database.fetch_one(
+        logins.select().where(
+            logins.c.login_key == payload["lid"], logins.c.user_id == payload["uid"]
+        )
+    )
+    if login_row is None or login_row["revoked_at"] is not None:
+        raise HTTPException(401, detail="Token has been revoked", headers=BEARER_CHALLENGE)
+    new_jti = secrets.token_urlsafe(16)
+    # Compare-and-swap on the current refresh id: of two uses of one token, only one wins.
+    rotated = await database.fetch_one(
+        logins.update()
+        .where(
+            logins.c.id == login_row["id"],
+            logins.c.refresh_jti == payload["jti"],
+            logins.c.revoked_at.is_(None),
+        )
+        .values(refresh_jti=new_jti, refreshed_at=utc_now())
+        .returning(logins.c.id)
+    )
+    if rotated is None:
+        await revoke_logins(database, logins.c.id == login_row["id"], "refresh_reuse")
+        raise HTTPException(
+            401,
+            detail="Refresh token was already used; this login has been signed out everywhere "
+            "for safety. Please sign in again",
+            headers=BEARER_CHALLENGE,
+        )
+    return JSONResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
+
+
+@login_required
+async def logout(request: Request) -> Response:
+    body = await parse_body(request, LogoutBody)
+    database = request.app.state.database
+    ended = logins.c.id == request.user.login_id
+    if body.refresh_token is not None:
+        with contextlib.suppress(InvalidToken):  # logging out always succeeds
+            payload = request.app.state.tokens.load_refresh(body.refresh_token)
+            if payload["uid"] == request.user.id:
+                ended = sa.or_(ended, logins.c.login_key == payload["lid"])
+    await revoke_logins(database, sa.and_(logins.c.user_id == request.user.id, ended), "logout")
+    return Response(status_code=204)
+
+
+@login_required
+async def auth_me(request: Request) -> Response:
+    return JSONResponse(user_json(await fetch_user(request.app.state.database, request.user.id)))
+
+
+# ── Handlers: users ──────────────────────────────────────────────────────────────────────
+
+
+@login_required
+async def update_me(request: Request) -> Response:
+    body = await parse_body(request, UserUpdateBody)
+    database = request.app.state.database
+    given = body.model_fields_set
+    current = await fetch_user(database, request.user.id)
+    changes: dict[str, Any] = {}
+    if "name" in given:
+        changes["name"] = body.name
+    if given & {"email", "password"}:
+        if body.current_password is None:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("current_password",),
+                        "msg": "current_password is required to change email or password",
+                        "type": "missing",
+                    }
+                ],
+                "body",
+            )
+        if not await verify_password(body.current_password, current["password_hash"]):
+            raise HTTPException(403, detail="Current password is incorrect")
+    if body.email is not None and body.email != current["email"]:
+        if await email_taken(database, body.email):
+            raise HTTPException(409, detail="An account with this email already exists")
+        changes["email"] = body.email
+    if body.password is not None:
+        changes["password_hash"] = await hash_password(
+            body.password, request.app.state.settings.bcrypt_rounds
+        )
+    if not changes:
+        return JSONResponse(user_json(current))
+    try:
+        row = await database.fetch_one(
+            users.update()
+            .where(users.c.id == request.user.id)
+            .values(**changes, updated_at=utc_now())
+            .returning(*users.c)
+        )
+    except UNIQUE_VIOLATIONS:
+        raise HTTPException(409, detail="An account with this email already exists") from None
+    if "password_hash" in changes:
+        await revoke_logins(
+            database,
+            sa.and_(logins.c.user_id == request.user.id, logins.c.id != request.user.login_id),
+            "password_change",
+        )
+    return JSONResponse(user_json(row))
+
+
+@login_required
+async def delete_me(request: Request) -> Response:
+    # Profile, periods, moods, models, predictions and logins go with it (ON DELETE CASCADE).
+    await request.app.state.database.execute(users.delete().where(users.c.id == request.user.id))
+    return Response(status_code=204)
+
+
+# ── Handlers: service ────────────────────────────────────────────────────────────────────
+
+
+async def health(request: Request) -> Response:
+    try:
+        await request.app.state.database.fetch_val("SELECT 1")
+    except Exception:
+        logger.exception("health check: the database is unreachable")
+        return JSONResponse(
+            {
+                "detail": "The database is unreachable",
+                "status": "error",
+                "database": "unreachable",
+                "version": __version__,
+            },
+            status_code=503,
+        )
+    return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+
+
+# ── Error handlers and middleware ────────────────────────────────────────────────────────
+
+# Health data must never sit in a browser's or proxy's cache.
+STANDARD_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def error_response(status_code: int, detail: Any, headers: dict | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if status_code == 401:
+        headers.update(BEARER_CHALLENGE)
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    return error_response(exc.status_code, exc.detail, exc.headers)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+    return error_response(422, exc.errors)
+
+
+async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
+    return error_response(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # Runs outside the other middleware, so it sets the standard headers itself.
+    return error_response(500, "Internal server error", STANDARD_HEADERS)
+
+
+def authentication_error(connection: HTTPConnection, exc: AuthenticationError) -> Response:
+    return error_response(401, str(exc))
+
+
+class StandardHeadersMiddleware:
+    """Adds STANDARD_HEADERS to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(STANDARD_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over MAX_BODY_BYTES: at once when Content-Length says so, else as soon
+    as the streamed body passes the limit, without ever holding more of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = error_response(413, f"Request body is larger than {self.max_bytes} bytes")
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise BodyTooLarge()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+# ── App assembly and command line ────────────────────────────────────────────────────────
+
+ROUTES = [
+    Route("/auth/register", register, methods=["POST"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/refresh", refresh, methods=["POST"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/me", auth_me, methods=["GET"]),
+    Route("/users/me", auth_me, methods=["GET"]),
+    Route("/users/me", update_me, methods=["PUT"]),
+    Route("/users/me", delete_me, methods=["DELETE"]),
+    Route("/health", health, methods=["GET"]),
+]
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette):
+    settings, database = app.state.settings, app.state.database
+    if settings.uses_development_secret:
+        logger.warning(
+            "\n%s\n  SECRET_KEYS is not set: tokens and models are signed with the public\n"
+            "  development key. Anyone can forge a login. Set SECRET_KEYS in production.\n%s",
+            "!" * 78,
+            "!" * 78,
+        )
+    await database.connect()
+    try:
+        await migrate(database)
+        app.state.dummy_password_hash = await hash_password(
+            secrets.token_urlsafe(16), settings.bcrypt_rounds
+        )
+        yield
+    finally:
+        await database.disconnect()
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_environ()
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[
+            Middleware(StandardHeadersMiddleware),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=["X-Total-Count", "Retry-After"],
+                max_age=600,
+            ),
+            Middleware(BodySizeLimitMiddleware),
+            Middleware(
+                AuthenticationMiddleware,
+                backend=BearerTokenBackend(),
+                on_error=authentication_error,
+            ),
+        ],
+        exception_handlers={
+            HTTPException: http_error,
+            RequestValidationError: validation_error,
+            BodyTooLarge: body_too_large,
+            Exception: server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # `/periods` and `/periods/` are both served as-is
+    app.state.settings = settings
+    app.state.database = Database(settings.database_url)
+    app.state.tokens = TokenSigner(
+        settings.secret_keys, settings.access_token_ttl_s, settings.refresh_token_ttl_s
+    )
+    return app
+
+
+app = create_app()
+
+
+async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:
+    database = Database(settings.database_url)
+    await database.connect()
+    try:
+        await migrate(database)
+        return await work(database)
+    finally:
+        await database.disconnect()
+
+
+def _admin_password() -> str:
+    password = os.environ.get("PLANHER_ADMIN_PASSWORD")
+    if password is None:
+        password = getpass.getpass("Password for the admin: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise SystemExit("The two passwords differ.")
+    try:
+        return TypeAdapter(NewPassword).validate_python(password)
+    except ValidationError as error:
+        raise SystemExit(error.errors()[0]["msg"]) from None
+
+
+async def create_admin(database: Database, settings: Settings, email: str) -> str:
+    """Create an admin account, or make an existing account an admin."""
+    now = utc_now()
+    if await email_taken(database, email):
+        await database.execute(
+            users.update().where(users.c.email == email).values(role="admin", updated_at=now)
+        )
+        return f"{email} is now an admin."
+    password_hash = await hash_password(_admin_password(), settings.bcrypt_rounds)
+    await database.execute(
+        users.insert().values(
+            email=email,
+            password_hash=password_hash,
+            role="admin",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return f"Created the admin {email}."
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="planher.py", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    admin_parser = commands.add_parser(
+        "create-admin",
+        help="create an admin account (password from PLANHER_ADMIN_PASSWORD or a prompt)",
+    )
+    admin_parser.add_argument("email")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_environ()
+
+    if arguments.command == "migrate":
+        applied = asyncio.run(_with_database(settings, migrate))
+        print(f"Applied {len(applied)} migration(s)." if applied else "Already up to date.")
+    elif arguments.command == "create-admin":
+        try:
+            email = TypeAdapter(Email).validate_python(arguments.email)
+        except ValidationError as error:
+            raise SystemExit(error.errors()[0]["msg"]) from None
+        print(asyncio.run(_with_database(settings, lambda db: create_admin(db, settings, email))))
+
+
+if __name__ == "__main__":
+    main()
