@@ -652,7 +652,7 @@ class BearerTokenBackend(AuthenticationBackend):
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def login_required(handler: Callable[[Request], Awaitable[Response]]):
+def login_required(handler: Callable[[Request], Awaitable[Response]]) -> Callable:
     """Route decorator: 401 with the token's problem unless the caller is signed in."""
 
     @functools.wraps(handler)
@@ -1098,16 +1098,28 @@ class BodySizeLimitMiddleware:
 
 # ── App assembly and command line ────────────────────────────────────────────────────────
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def resource(path: str, **handlers: Handler) -> Route:
+    """One route serving `path` with a handler per method (`get=…, put=…`), so that a 405
+    lists every allowed method in its Allow header."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "get" if request.method == "HEAD" else request.method.lower()
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=[method.upper() for method in handlers])
+
+
 ROUTES = [
-    Route("/auth/register", register, methods=["POST"]),
-    Route("/auth/login", login, methods=["POST"]),
-    Route("/auth/refresh", refresh, methods=["POST"]),
-    Route("/auth/logout", logout, methods=["POST"]),
-    Route("/auth/me", auth_me, methods=["GET"]),
-    Route("/users/me", auth_me, methods=["GET"]),
-    Route("/users/me", update_me, methods=["PUT"]),
-    Route("/users/me", delete_me, methods=["DELETE"]),
-    Route("/health", health, methods=["GET"]),
+    resource("/auth/register", post=register),
+    resource("/auth/login", post=login),
+    resource("/auth/refresh", post=refresh),
+    resource("/auth/logout", post=logout),
+    resource("/auth/me", get=auth_me),
+    resource("/users/me", get=auth_me, put=update_me, delete=delete_me),
+    resource("/health", get=health),
 ]
 
 
@@ -1177,7 +1189,6 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
     database = Database(settings.database_url)
     await database.connect()
     try:
-        await migrate(database)
         return await work(database)
     finally:
         await database.disconnect()
@@ -1197,6 +1208,7 @@ def _admin_password() -> str:
 
 async def create_admin(database: Database, settings: Settings, email: str) -> str:
     """Create an admin account, or make an existing account an admin."""
+    await migrate(database)
     now = utc_now()
     if await email_taken(database, email):
         await database.execute(

@@ -1,0 +1,153 @@
+"""Shared fixtures.
+
+Every test module gets a database of its own: a SQLite file in a temp folder, or, when
+DATABASE_URL names a PostgreSQL server, a fresh PostgreSQL database created on it for the
+module and dropped afterwards. The app runs with its lifespan (migrations included) inside
+Starlette's TestClient, which is an httpx client speaking ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import planher  # noqa: E402
+
+SERVER_URL = os.environ.get("DATABASE_URL", "")
+ON_POSTGRES = SERVER_URL.startswith(("postgresql://", "postgres://"))
+LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+TEST_SECRET_KEY = "planher-tests-secret-key"
+PASSWORD = "correct horse battery"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextlib.contextmanager
+def temporary_postgres_database(server_url: str):
+    """Create an empty database on the server for the duration of the block."""
+    name = f"planher_test_{uuid.uuid4().hex[:12]}"
+    asyncpg_url = server_url.replace("postgres://", "postgresql://", 1)
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(asyncpg_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server to test against; skips the test if none answers."""
+    url = SERVER_URL if ON_POSTGRES else LOCAL_POSTGRES_URL
+
+    async def ping() -> None:
+        connection = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(ping())
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        pytest.skip(f"no PostgreSQL server reachable at {url}: {error}")
+    return url
+
+
+@contextlib.contextmanager
+def fresh_database_url(dialect: str, folder: Path):
+    if dialect == "sqlite":
+        yield f"sqlite:///{folder / f'planher-{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        with temporary_postgres_database(postgres_server_url()) as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory):
+    with fresh_database_url(
+        "postgresql" if ON_POSTGRES else "sqlite", tmp_path_factory.mktemp("db")
+    ) as url:
+        yield url
+
+
+def make_settings(database_url: str, **changes) -> planher.Settings:
+    defaults = {"secret_keys": (TEST_SECRET_KEY,), "bcrypt_rounds": 4}
+    return planher.Settings(database_url=database_url, **{**defaults, **changes})
+
+
+@pytest.fixture(scope="module")
+def settings(database_url):
+    return make_settings(database_url)
+
+
+@pytest.fixture(scope="module")
+def app(settings):
+    return planher.create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as client:
+        yield client
+
+
+def run(client: TestClient, function, *args):
+    """Run a coroutine function on the app's event loop (for direct database checks)."""
+    return client.portal.call(function, *args)
+
+
+def new_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.org"
+
+
+@dataclasses.dataclass
+class Account:
+    email: str
+    password: str
+    user: dict
+    tokens: dict
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.tokens["access_token"])
+
+
+def bearer(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+def login(client: TestClient, email: str, password: str = PASSWORD) -> dict:
+    response = client.post("/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def create_account(client: TestClient, password: str = PASSWORD) -> Account:
+    email = new_email()
+    response = client.post("/auth/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    return Account(email, password, response.json(), login(client, email, password))
+
+
+@pytest.fixture
+def account(client) -> Account:
+    return create_account(client)

@@ -1,0 +1,349 @@
+"""Auth: register, login (JSON and OAuth2 form), refresh rotation, logout, /auth/me."""
+
+import re
+import threading
+import time
+
+import bcrypt
+import itsdangerous
+import pytest
+from starlette.testclient import TestClient
+
+import planher
+from conftest import (
+    PASSWORD,
+    TEST_SECRET_KEY,
+    bearer,
+    create_account,
+    login,
+    make_settings,
+    new_email,
+)
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def resign(token: str, salt: str, key: str = TEST_SECRET_KEY, age_s: int = 0) -> str:
+    """The same payload, signed with `key` as if issued `age_s` seconds ago."""
+    payload = itsdangerous.URLSafeTimedSerializer(TEST_SECRET_KEY, salt=salt).loads(token)
+
+    class BackdatedSigner(itsdangerous.TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - age_s
+
+    return itsdangerous.URLSafeTimedSerializer(key, salt=salt, signer=BackdatedSigner).dumps(
+        payload
+    )
+
+
+def assert_unauthorized(response, detail: str | None = None) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["Content-Type"] == "application/json"
+    if detail is not None:
+        assert response.json() == {"detail": detail}
+
+
+# ── register ──
+
+
+def test_register_returns_the_user_with_email_trimmed_and_lowercased(client):
+    email = new_email()
+    response = client.post(
+        "/auth/register", json={"email": f"  {email.upper()} ", "password": PASSWORD, "name": "Ada"}
+    )
+    assert response.status_code == 201
+    user = response.json()
+    assert set(user) == {"id", "email", "name", "role", "created_at", "updated_at"}
+    assert user["email"] == email
+    assert user["name"] == "Ada"
+    assert user["role"] == "user"
+    assert isinstance(user["id"], int)
+    assert TIMESTAMP.match(user["created_at"]) and TIMESTAMP.match(user["updated_at"])
+
+
+def test_register_with_an_existing_email_in_any_case_is_409(client, account):
+    response = client.post(
+        "/auth/register", json={"email": account.email.upper(), "password": PASSWORD}
+    )
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+
+
+def test_register_refuses_fields_a_client_may_not_set(client):
+    response = client.post(
+        "/auth/register",
+        json={"email": new_email(), "password": PASSWORD, "role": "admin", "id": 1},
+    )
+    assert response.status_code == 422
+    locations = {tuple(error["loc"]) for error in response.json()["detail"]}
+    assert locations == {("body", "role"), ("body", "id")}
+
+
+@pytest.mark.parametrize(
+    "password, accepted",
+    [
+        ("a" * 7, False),
+        ("a" * 8, True),
+        ("a" * 64, True),
+        ("a" * 72, True),
+        ("a" * 73, False),
+        ("é" * 36, True),  # 72 bytes in UTF-8
+        ("é" * 37, False),  # 37 characters but 74 bytes
+    ],
+)
+def test_password_needs_8_characters_and_at_most_72_utf8_bytes(client, password, accepted):
+    response = client.post("/auth/register", json={"email": new_email(), "password": password})
+    if accepted:
+        assert response.status_code == 201, response.text
+        return
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "password"]
+    assert ("72 bytes" in error["msg"]) == (len(password) >= 37)
+
+
+def test_a_password_over_72_bytes_is_never_truncated_into_a_login(client):
+    email = new_email()
+    client.post("/auth/register", json={"email": email, "password": "b" * 72})
+    response = client.post("/auth/login", json={"email": email, "password": "b" * 73})
+    assert response.status_code == 422
+    assert "72 bytes" in response.json()["detail"][0]["msg"]
+
+
+def test_validation_errors_have_the_fastapi_shape_and_never_echo_the_input(client):
+    secret = "s3cret-but-too-" + "long" * 20
+    response = client.post("/auth/register", json={"email": "not-an-email", "password": secret})
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    assert all(set(error) == {"loc", "msg", "type"} for error in errors)
+    assert {tuple(error["loc"]) for error in errors} == {("body", "email"), ("body", "password")}
+    assert secret not in response.text and "not-an-email" not in response.text
+
+
+def test_register_with_wrong_types_is_422_per_field(client):
+    response = client.post("/auth/register", json={"email": 5, "password": True, "name": []})
+    assert response.status_code == 422
+    assert {tuple(error["loc"]) for error in response.json()["detail"]} == {
+        ("body", "email"),
+        ("body", "password"),
+        ("body", "name"),
+    }
+
+
+def test_register_with_missing_fields_names_them(client):
+    response = client.post("/auth/register", json={})
+    assert response.status_code == 422
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [
+        (["body", "email"], "missing"),
+        (["body", "password"], "missing"),
+    ]
+
+
+# ── login ──
+
+
+def test_login_with_json_returns_a_bearer_token_pair(client, account):
+    tokens = login(client, account.email)
+    assert set(tokens) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert tokens["token_type"] == "bearer"
+    assert tokens["expires_in"] == planher.ACCESS_TOKEN_TTL_S
+    assert client.get("/auth/me", headers=bearer(tokens["access_token"])).json() == account.user
+
+
+def test_login_with_the_oauth2_password_form_works_like_json(client, account):
+    response = client.post(
+        "/auth/login",
+        data={"grant_type": "password", "username": account.email.upper(), "password": PASSWORD},
+    )
+    assert response.status_code == 200
+    me = client.get("/auth/me", headers=bearer(response.json()["access_token"]))
+    assert me.json()["id"] == account.user["id"]
+
+
+def test_login_with_an_incomplete_form_is_422(client):
+    response = client.post("/auth/login", data={"username": new_email()})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "password"]
+
+
+def test_wrong_password_and_unknown_email_get_the_same_401(client, account):
+    wrong_password = client.post(
+        "/auth/login", json={"email": account.email, "password": "not the password"}
+    )
+    unknown_email = client.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
+    for response in (wrong_password, unknown_email):
+        assert_unauthorized(response, "Incorrect email or password")
+
+
+def test_an_unknown_email_still_costs_one_bcrypt_check(client, monkeypatch):
+    checks = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(
+        bcrypt, "checkpw", lambda password, hashed: checks.append(1) or real_checkpw(password, hashed)
+    )
+    client.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
+    assert checks == [1]
+
+
+def test_bcrypt_never_runs_on_the_event_loop_thread(client, monkeypatch):
+    threads = []
+    real_hashpw, real_checkpw = bcrypt.hashpw, bcrypt.checkpw
+
+    def recording(real):
+        def call(*args):
+            threads.append(threading.get_ident())
+            return real(*args)
+
+        return call
+
+    monkeypatch.setattr(bcrypt, "hashpw", recording(real_hashpw))
+    monkeypatch.setattr(bcrypt, "checkpw", recording(real_checkpw))
+    create_account(client)
+    loop_thread = client.portal.call(threading.get_ident)
+    assert len(threads) == 2
+    assert loop_thread not in threads
+
+
+# ── /auth/me and the middleware ──
+
+
+def test_auth_me_without_a_token_is_401_with_a_bearer_challenge(client):
+    assert_unauthorized(client.get("/auth/me"), "Not authenticated")
+
+
+def test_a_non_bearer_authorization_header_is_a_json_401(client):
+    response = client.get("/auth/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert_unauthorized(response)
+    assert "Bearer" in response.json()["detail"]
+
+
+def test_a_tampered_access_token_is_401(client, account):
+    token = account.tokens["access_token"]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert_unauthorized(client.get("/auth/me", headers=bearer(tampered)), "Invalid token")
+    assert_unauthorized(client.get("/auth/me", headers=bearer("garbage")), "Invalid token")
+
+
+def test_an_expired_access_token_is_401(client, account):
+    expired = resign(
+        account.tokens["access_token"],
+        planher.ACCESS_TOKEN_SALT,
+        age_s=planher.ACCESS_TOKEN_TTL_S + 5,
+    )
+    assert_unauthorized(client.get("/auth/me", headers=bearer(expired)), "Token has expired")
+    fresh = resign(account.tokens["access_token"], planher.ACCESS_TOKEN_SALT, age_s=60)
+    assert client.get("/auth/me", headers=bearer(fresh)).status_code == 200
+
+
+def test_an_expired_refresh_token_is_401(client, account):
+    expired = resign(
+        account.tokens["refresh_token"],
+        planher.REFRESH_TOKEN_SALT,
+        age_s=planher.REFRESH_TOKEN_TTL_S + 5,
+    )
+    assert_unauthorized(
+        client.post("/auth/refresh", json={"refresh_token": expired}), "Token has expired"
+    )
+
+
+def test_a_refresh_token_is_never_accepted_as_an_access_token(client, account):
+    response = client.get("/auth/me", headers=bearer(account.tokens["refresh_token"]))
+    assert_unauthorized(response, "Invalid token")
+    response = client.post(
+        "/auth/refresh", json={"refresh_token": account.tokens["access_token"]}
+    )
+    assert_unauthorized(response, "Invalid token")
+
+
+def test_tokens_signed_with_an_older_listed_key_still_work_and_unlisted_keys_fail(
+    client, settings, account
+):
+    rotated = make_settings(settings.database_url, secret_keys=("brand-new-key", TEST_SECRET_KEY))
+    with TestClient(planher.create_app(rotated)) as rotated_client:
+        old_key_token = account.tokens["access_token"]
+        assert rotated_client.get("/auth/me", headers=bearer(old_key_token)).status_code == 200
+        new_tokens = login(rotated_client, account.email)
+        assert rotated_client.get("/auth/me", headers=bearer(new_tokens["access_token"])).status_code == 200
+        # The old app does not know the new key.
+        assert_unauthorized(client.get("/auth/me", headers=bearer(new_tokens["access_token"])))
+    forged = resign(old_key_token, planher.ACCESS_TOKEN_SALT, key="some-retired-key")
+    assert_unauthorized(client.get("/auth/me", headers=bearer(forged)), "Invalid token")
+
+
+def test_a_stale_token_does_not_block_public_routes(client, account):
+    stale = bearer("expired-or-garbage")
+    assert client.get("/health", headers=stale).status_code == 200
+    response = client.post(
+        "/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]}, headers=stale
+    )
+    assert response.status_code == 200
+
+
+# ── refresh ──
+
+
+def test_refresh_rotates_and_the_old_refresh_token_stops_working(client, account):
+    response = client.post("/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]})
+    assert response.status_code == 200
+    pair = response.json()
+    assert pair["refresh_token"] != account.tokens["refresh_token"]
+    assert pair["token_type"] == "bearer" and pair["expires_in"] == planher.ACCESS_TOKEN_TTL_S
+    assert client.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    second = client.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert second.status_code == 200
+
+
+def test_reusing_a_refresh_token_revokes_the_whole_login(client, account):
+    first = client.post("/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]})
+    newest = first.json()
+    reuse = client.post("/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]})
+    assert_unauthorized(reuse)
+    assert "already used" in reuse.json()["detail"]
+    # Every token of that login is dead now, including the thief's fresh pair.
+    assert_unauthorized(client.post("/auth/refresh", json={"refresh_token": newest["refresh_token"]}))
+    assert_unauthorized(client.get("/auth/me", headers=bearer(newest["access_token"])))
+    assert_unauthorized(client.get("/auth/me", headers=account.headers))
+    # Other logins of the same user are untouched.
+    other = login(client, account.email)
+    assert client.get("/auth/me", headers=bearer(other["access_token"])).status_code == 200
+
+
+def test_refresh_with_a_malformed_body_is_422(client):
+    assert client.post("/auth/refresh", json={}).status_code == 422
+    assert client.post("/auth/refresh", json={"refresh_token": 12}).status_code == 422
+
+
+# ── logout ──
+
+
+def test_logout_revokes_the_access_token_and_the_refresh_token_of_that_login(client, account):
+    other = login(client, account.email)
+    response = client.post("/auth/logout", headers=account.headers)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_unauthorized(client.get("/auth/me", headers=account.headers), "Token has been revoked")
+    assert_unauthorized(
+        client.post("/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]})
+    )
+    assert client.get("/auth/me", headers=bearer(other["access_token"])).status_code == 200
+
+
+def test_logout_with_a_refresh_token_also_ends_that_login(client, account):
+    other = login(client, account.email)
+    response = client.post(
+        "/auth/logout", headers=account.headers, json={"refresh_token": other["refresh_token"]}
+    )
+    assert response.status_code == 204
+    assert_unauthorized(client.get("/auth/me", headers=bearer(other["access_token"])))
+
+
+def test_logout_ignores_another_users_refresh_token(client, account):
+    stranger = create_account(client)
+    body = {"refresh_token": stranger.tokens["refresh_token"]}
+    assert client.post("/auth/logout", headers=account.headers, json=body).status_code == 204
+    assert client.get("/auth/me", headers=stranger.headers).status_code == 200
+
+
+def test_logout_without_a_token_is_401(client):
+    assert_unauthorized(client.post("/auth/logout"))

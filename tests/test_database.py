@@ -1,0 +1,399 @@
+"""The database layer: migrations, schema.sql, the Core tables and the SQLite pool,
+on SQLite and PostgreSQL."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+import planher
+from conftest import fresh_database_url, make_settings
+
+ROOT = Path(planher.__file__).parent
+DIALECTS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=DIALECTS)
+def empty_database_url(request, tmp_path):
+    with fresh_database_url(request.param, tmp_path) as url:
+        yield url
+
+
+async def connected(url: str) -> planher.Database:
+    database = planher.Database(url)
+    await database.connect()
+    return database
+
+
+# ── describing a live schema ──
+
+
+def type_family(declared: str) -> str:
+    declared = declared.lower()
+    families = [
+        ("timestamp", "datetime"),
+        ("date", "date"),
+        ("int", "integer"),
+        ("char", "string"),
+        ("double", "float"),
+        ("bool", "boolean"),
+        ("bytea", "binary"),
+    ]
+    return next(family for fragment, family in families if fragment in declared)
+
+
+CORE_TYPE_FAMILIES = [
+    (sa.DateTime, "datetime"),
+    (sa.Date, "date"),
+    (sa.Integer, "integer"),
+    (sa.String, "string"),
+    (sa.Float, "float"),
+    (sa.Boolean, "boolean"),
+    (sa.LargeBinary, "binary"),
+]
+
+PG_COLUMNS = """
+SELECT c.table_name, c.column_name, c.data_type, c.is_nullable, c.column_default, c.is_identity,
+       c.character_maximum_length,
+       EXISTS (SELECT 1 FROM information_schema.table_constraints tc
+               JOIN information_schema.key_column_usage k
+                 ON k.constraint_name = tc.constraint_name AND k.table_schema = tc.table_schema
+               WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_name = c.table_name
+                 AND k.column_name = c.column_name AND tc.table_schema = c.table_schema) AS pk
+FROM information_schema.columns c WHERE c.table_schema = current_schema()"""
+PG_INDEXES = """
+SELECT t.relname AS table_name, i.relname AS index_name, ix.indisunique AS is_unique,
+       array_to_string(array(
+           SELECT a.attname FROM unnest(ix.indkey) WITH ORDINALITY AS k(attnum, ord)
+           JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum ORDER BY k.ord
+       ), ',') AS columns
+FROM pg_index ix JOIN pg_class t ON t.oid = ix.indrelid JOIN pg_class i ON i.oid = ix.indexrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = current_schema() AND NOT ix.indisprimary"""
+PG_CONSTRAINTS = """
+SELECT conrelid::regclass::text AS table_name, pg_get_constraintdef(oid) AS definition
+FROM pg_constraint WHERE connamespace = current_schema()::regnamespace"""
+PG_FOREIGN_KEYS = """
+SELECT tc.table_name, k.column_name, u.table_name AS ref_table, u.column_name AS ref_column,
+       r.delete_rule
+FROM information_schema.table_constraints tc
+JOIN information_schema.key_column_usage k
+  ON k.constraint_name = tc.constraint_name AND k.table_schema = tc.table_schema
+JOIN information_schema.referential_constraints r
+  ON r.constraint_name = tc.constraint_name AND r.constraint_schema = tc.table_schema
+JOIN information_schema.constraint_column_usage u
+  ON u.constraint_name = tc.constraint_name AND u.table_schema = tc.table_schema
+WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = current_schema()"""
+
+
+async def describe(database: planher.Database) -> dict:
+    """Tables → columns (type family, nullable, primary key), indexes, foreign keys, and
+    the dialect's full details (`exact`: DDL text, defaults, identities, checks)."""
+    schema: dict = {"columns": {}, "indexes": {}, "foreign_keys": set(), "exact": set()}
+    if database.dialect == "sqlite":
+        master = await database.fetch_all(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+        )
+        for entry in master:
+            if entry["tbl_name"] == "schema_migrations":
+                continue
+            schema["exact"].add((entry["type"], entry["name"], " ".join(entry["sql"].split())))
+            if entry["type"] != "table":
+                continue
+            table = entry["name"]
+            for column in await database.fetch_all(f"PRAGMA table_info({table})"):
+                nullable = not column["notnull"] and not column["pk"]
+                schema["columns"][table, column["name"]] = (
+                    type_family(column["type"]),
+                    nullable,
+                    bool(column["pk"]),
+                )
+            for index in await database.fetch_all(f"PRAGMA index_list({table})"):
+                if index["origin"] == "c":
+                    parts = await database.fetch_all(f"PRAGMA index_info({index['name']})")
+                    schema["indexes"][table, index["name"]] = (
+                        bool(index["unique"]),
+                        tuple(part["name"] for part in parts),
+                    )
+            for key in await database.fetch_all(f"PRAGMA foreign_key_list({table})"):
+                schema["foreign_keys"].add(
+                    (table, key["from"], key["table"], key["to"], key["on_delete"])
+                )
+        return schema
+    for column in await database.fetch_all(PG_COLUMNS):
+        if column["table_name"] == "schema_migrations":
+            continue
+        schema["columns"][column["table_name"], column["column_name"]] = (
+            type_family(column["data_type"]),
+            column["is_nullable"] == "YES",
+            column["pk"],
+        )
+        schema["exact"].add(tuple(planher.as_dict(column).items()))
+    for index in await database.fetch_all(PG_INDEXES):
+        schema["indexes"][index["table_name"], index["index_name"]] = (
+            index["is_unique"],
+            tuple(index["columns"].split(",")),
+        )
+    for key in await database.fetch_all(PG_FOREIGN_KEYS):
+        schema["foreign_keys"].add(tuple(planher.as_dict(key).values()))
+    for constraint in await database.fetch_all(PG_CONSTRAINTS):
+        if constraint["table_name"] != "schema_migrations":
+            schema["exact"].add((constraint["table_name"], constraint["definition"]))
+    return schema
+
+
+def describe_core_tables() -> dict:
+    schema: dict = {"columns": {}, "indexes": {}, "foreign_keys": set()}
+    for table in planher.metadata.sorted_tables:
+        if table.name == "schema_migrations":
+            continue
+        for column in table.columns:
+            family = next(f for kind, f in CORE_TYPE_FAMILIES if isinstance(column.type, kind))
+            schema["columns"][table.name, column.name] = (
+                family,
+                column.nullable,
+                column.primary_key,
+            )
+            for key in column.foreign_keys:
+                schema["foreign_keys"].add(
+                    (
+                        table.name,
+                        column.name,
+                        key.column.table.name,
+                        key.column.name,
+                        key.ondelete,
+                    )
+                )
+        for index in table.indexes:
+            schema["indexes"][table.name, index.name] = (
+                bool(index.unique),
+                tuple(column.name for column in index.columns),
+            )
+    return schema
+
+
+async def schema_built_by(url: str, build: str) -> dict:
+    database = await connected(url)
+    try:
+        if build == "migrations":
+            await planher.migrate(database)
+        else:
+            async with database.connection() as connection:
+                async with connection.transaction():
+                    script = (ROOT / "schema.sql").read_text(encoding="utf-8")
+                    await planher.run_script(connection, script, database.dialect)
+    finally:
+        await database.disconnect()
+    # Fresh connections: SQLite's PRAGMAs can answer from a connection's stale schema cache.
+    database = await connected(url)
+    try:
+        return await describe(database)
+    finally:
+        await database.disconnect()
+
+
+# ── schema parity ──
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_migrations_and_schema_sql_build_the_same_schema(dialect, tmp_path):
+    with fresh_database_url(dialect, tmp_path) as first, fresh_database_url(
+        dialect, tmp_path
+    ) as second:
+        migrated = asyncio.run(schema_built_by(first, "migrations"))
+        from_schema_sql = asyncio.run(schema_built_by(second, "schema.sql"))
+    assert migrated["columns"], "the migrations created no tables"
+    assert migrated == from_schema_sql
+
+
+def test_core_tables_match_the_migrated_schema(empty_database_url):
+    migrated = asyncio.run(schema_built_by(empty_database_url, "migrations"))
+    core = describe_core_tables()
+    assert migrated["columns"] == core["columns"]
+    assert migrated["indexes"] == core["indexes"]
+    assert {key[:4] + (key[4].upper(),) for key in migrated["foreign_keys"]} == {
+        key[:4] + (key[4].upper(),) for key in core["foreign_keys"]
+    }
+
+
+def test_every_user_owned_table_cascades_on_account_deletion():
+    owned = {
+        table.name
+        for table in planher.metadata.tables.values()
+        if "user_id" in table.c and table.name != "audit_events"
+    }
+    cascading = {key[0] for key in describe_core_tables()["foreign_keys"] if key[4] == "CASCADE"}
+    assert owned == cascading
+
+
+# ── the migration runner ──
+
+
+def test_migrating_twice_applies_nothing_the_second_time(empty_database_url):
+    async def twice():
+        database = await connected(empty_database_url)
+        try:
+            first = await planher.migrate(database)
+            second = await planher.migrate(database)
+            rows = await database.fetch_all(planher.schema_migrations.select())
+            return first, second, rows
+        finally:
+            await database.disconnect()
+
+    first, second, rows = asyncio.run(twice())
+    versions = [migration.version for migration in planher.discover_migrations()]
+    assert first == versions and second == []
+    assert [row["version"] for row in rows] == versions
+    assert all(len(row["checksum"]) == 64 and row["applied_at"] for row in rows)
+
+
+def test_two_runners_starting_at_once_apply_each_migration_once(empty_database_url):
+    async def race():
+        first, second = await connected(empty_database_url), await connected(empty_database_url)
+        try:
+            results = await asyncio.gather(planher.migrate(first), planher.migrate(second))
+            count = await first.fetch_val("SELECT count(*) FROM schema_migrations")
+            return results, count
+        finally:
+            await first.disconnect()
+            await second.disconnect()
+
+    (applied_by_first, applied_by_second), count = asyncio.run(race())
+    versions = [migration.version for migration in planher.discover_migrations()]
+    assert sorted(applied_by_first + applied_by_second) == versions
+    assert count == len(versions)
+
+
+@pytest.fixture
+def migrations_copy(tmp_path) -> Path:
+    folder = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", folder)
+    return folder
+
+
+def migrate_from(url: str, folder: Path) -> list[int]:
+    async def work():
+        database = await connected(url)
+        try:
+            return await planher.migrate(database, folder)
+        finally:
+            await database.disconnect()
+
+    return asyncio.run(work())
+
+
+def test_a_migration_changed_after_it_was_applied_refuses_to_start(
+    empty_database_url, migrations_copy
+):
+    migrate_from(empty_database_url, migrations_copy)
+    first = sorted(migrations_copy.glob("*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- an innocent-looking edit\n")
+    with pytest.raises(planher.MigrationError, match="was changed after it was applied"):
+        migrate_from(empty_database_url, migrations_copy)
+
+
+def test_a_missing_applied_migration_refuses_to_start(empty_database_url, migrations_copy):
+    migrate_from(empty_database_url, migrations_copy)
+    sorted(migrations_copy.glob("*.sql"))[0].unlink()
+    with pytest.raises(planher.MigrationError, match="file is missing"):
+        migrate_from(empty_database_url, migrations_copy)
+
+
+def test_a_new_migration_file_is_applied_in_one_transaction_with_its_row(
+    empty_database_url, migrations_copy
+):
+    migrate_from(empty_database_url, migrations_copy)
+    (migrations_copy / "0900_broken.sql").write_text(
+        "CREATE TABLE half_done (id INTEGER);\nTHIS IS NOT SQL;\n"
+    )
+    with pytest.raises(Exception):
+        migrate_from(empty_database_url, migrations_copy)
+    (migrations_copy / "0900_broken.sql").write_text("CREATE TABLE half_done (id INTEGER);\n")
+    assert migrate_from(empty_database_url, migrations_copy) == [900]
+
+
+def test_the_app_refuses_to_start_when_an_applied_migration_changed(tmp_path):
+    with fresh_database_url("sqlite", tmp_path) as url:
+        settings = make_settings(url)
+        with TestClient(planher.create_app(settings)):
+            pass
+
+        async def tamper():
+            database = await connected(url)
+            await database.execute(
+                planher.schema_migrations.update().values(checksum="0" * 64)
+            )
+            await database.disconnect()
+
+        asyncio.run(tamper())
+        with pytest.raises(planher.MigrationError):
+            with TestClient(planher.create_app(settings)):
+                pass
+
+
+def test_the_migrate_command_applies_pending_migrations_then_reports_up_to_date(tmp_path):
+    environment = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    command = [sys.executable, str(ROOT / "planher.py"), "migrate"]
+    first = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "Applied" in first.stdout
+    assert second.stdout.strip() == "Already up to date."
+
+
+# ── the SQLite pool ──
+
+
+def test_every_pooled_sqlite_connection_has_the_pragmas(tmp_path):
+    async def pragmas():
+        database = await connected(f"sqlite:///{tmp_path / 'pool.db'}")
+        seen = []
+        try:
+            for _ in range(planher.SQLITE_POOL_SIZE + 1):
+                async with database.connection() as connection:
+                    seen.append(
+                        tuple(
+                            [
+                                await connection.fetch_val(f"PRAGMA {name}")
+                                for name in (
+                                    "foreign_keys",
+                                    "journal_mode",
+                                    "synchronous",
+                                    "busy_timeout",
+                                )
+                            ]
+                        )
+                    )
+        finally:
+            await database.disconnect()
+        return seen
+
+    assert set(asyncio.run(pragmas())) == {(1, "wal", 2, planher.SQLITE_BUSY_TIMEOUT_MS)}
+
+
+def test_concurrent_sqlite_write_transactions_wait_instead_of_failing(tmp_path):
+    async def writers():
+        database = await connected(f"sqlite:///{tmp_path / 'writers.db'}")
+        try:
+            await database.execute("CREATE TABLE counter (n INTEGER)")
+
+            async def read_then_write(n: int) -> None:
+                # Without BEGIN IMMEDIATE, two of these deadlock on the read → write upgrade
+                # and SQLite answers "database is locked" at once, whatever busy_timeout says.
+                async with database.transaction():
+                    await database.fetch_val("SELECT count(*) FROM counter")
+                    await asyncio.sleep(0.001)
+                    await database.execute(f"INSERT INTO counter VALUES ({n})")
+
+            await asyncio.gather(*(read_then_write(n) for n in range(40)))
+            return await database.fetch_val("SELECT count(*) FROM counter")
+        finally:
+            await database.disconnect()
+
+    assert asyncio.run(writers()) == 40

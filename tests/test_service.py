@@ -1,0 +1,116 @@
+"""Service: /health, the error shapes every route shares, standard headers, CORS."""
+
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import planher
+from conftest import make_settings, run
+
+
+def test_health_reports_ok_with_the_version(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "version": planher.__version__}
+
+
+def test_health_is_503_while_the_database_is_unreachable(client):
+    database = client.app.state.database
+    run(client, database.disconnect)
+    try:
+        response = client.get("/health")
+    finally:
+        run(client, database.connect)
+    assert response.status_code == 503
+    assert response.json()["detail"] == "The database is unreachable"
+    assert response.json()["database"] == "unreachable"
+    assert client.get("/health").status_code == 200
+
+
+def test_an_unknown_route_is_a_json_404(client):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+def test_a_wrong_method_is_a_json_405_with_allow(client):
+    response = client.patch("/users/me")
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}
+
+
+def test_malformed_json_is_400(client):
+    response = client.post(
+        "/auth/register", content=b'{"email": ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Request body is not valid JSON"}
+
+
+def test_a_json_body_that_is_not_an_object_is_422(client):
+    response = client.post("/auth/register", json=["a", "b"])
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_a_body_over_one_mib_is_413_by_content_length(client):
+    response = client.post("/auth/register", content=b"x" * (planher.MAX_BODY_BYTES + 1))
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+def test_a_streamed_body_over_one_mib_is_413_without_a_content_length(client):
+    def chunks():
+        for _ in range(20):
+            yield b" " * 65536
+
+    response = client.post("/auth/register", content=chunks())
+    assert response.status_code == 413
+    assert "larger than" in response.json()["detail"]
+
+
+def test_every_response_carries_no_store(client, account):
+    responses = [
+        client.get("/health"),
+        client.get("/auth/me", headers=account.headers),
+        client.get("/auth/me"),
+        client.get("/nowhere"),
+        client.post("/auth/register", json={}),
+        client.post("/auth/register", content=b"x" * (planher.MAX_BODY_BYTES + 1)),
+    ]
+    for response in responses:
+        assert response.headers["Cache-Control"] == "no-store", response.request.url
+
+
+def test_an_unexpected_exception_is_a_generic_json_500(settings):
+    app = planher.create_app(make_settings(settings.database_url))
+
+    async def broken(request):
+        raise RuntimeError("secret internals")
+
+    app.router.routes.append(Route("/broken", broken))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/broken")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error"}
+    assert "secret internals" not in response.text
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_cors_preflight_from_the_react_dev_server_is_allowed(client):
+    response = client.options(
+        "/auth/login",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+def test_an_unknown_origin_gets_no_cors_headers(client):
+    response = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert response.status_code == 200
+    assert "Access-Control-Allow-Origin" not in response.headers

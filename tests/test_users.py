@@ -1,0 +1,211 @@
+"""Users: GET/PUT/DELETE /users/me."""
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+import planher
+from conftest import PASSWORD, bearer, create_account, login, new_email, run
+
+
+def test_get_users_me_returns_the_signed_in_user(client, account):
+    response = client.get("/users/me", headers=account.headers)
+    assert response.status_code == 200
+    assert response.json() == account.user
+
+
+def test_users_me_needs_a_token(client):
+    for method in ("GET", "PUT", "DELETE"):
+        response = client.request(method, "/users/me")
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_name_can_be_changed_and_cleared_without_a_password(client, account):
+    renamed = client.put("/users/me", headers=account.headers, json={"name": "Grace"})
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "Grace"
+    assert renamed.json()["email"] == account.email
+    cleared = client.put("/users/me", headers=account.headers, json={"name": None})
+    assert cleared.json()["name"] is None
+    assert client.get("/users/me", headers=account.headers).json()["name"] is None
+
+
+def test_update_refuses_unknown_fields_and_wrong_types(client, account):
+    response = client.put(
+        "/users/me", headers=account.headers, json={"role": "admin", "name": 42}
+    )
+    assert response.status_code == 422
+    assert {tuple(e["loc"]) for e in response.json()["detail"]} == {
+        ("body", "role"),
+        ("body", "name"),
+    }
+    assert client.get("/users/me", headers=account.headers).json()["role"] == "user"
+
+
+def test_email_change_without_current_password_is_422(client, account):
+    response = client.put("/users/me", headers=account.headers, json={"email": new_email()})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "current_password"]
+
+
+def test_email_change_with_a_wrong_current_password_is_403_and_changes_nothing(client, account):
+    response = client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"email": new_email(), "name": "X", "current_password": "wrong password"},
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Current password is incorrect"}
+    assert client.get("/users/me", headers=account.headers).json() == account.user
+
+
+def test_email_change_with_the_current_password_moves_the_login(client, account):
+    email = new_email()
+    response = client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"email": f" {email.upper()}", "current_password": PASSWORD},
+    )
+    assert response.status_code == 200
+    assert response.json()["email"] == email
+    login(client, email)
+    old = client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    assert old.status_code == 401
+
+
+def test_email_change_to_a_taken_email_is_409(client, account):
+    other = create_account(client)
+    response = client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"email": other.email, "current_password": PASSWORD},
+    )
+    assert response.status_code == 409
+    assert client.get("/users/me", headers=account.headers).json()["email"] == account.email
+
+
+def test_password_change_revokes_every_other_login_but_keeps_this_one(client, account):
+    other_login = login(client, account.email)
+    new_password = "a brand new passphrase"
+    response = client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"password": new_password, "current_password": PASSWORD},
+    )
+    assert response.status_code == 200
+    assert client.get("/auth/me", headers=account.headers).status_code == 200
+    assert client.get("/auth/me", headers=bearer(other_login["access_token"])).status_code == 401
+    refreshed = client.post("/auth/refresh", json={"refresh_token": other_login["refresh_token"]})
+    assert refreshed.status_code == 401
+    assert client.post(
+        "/auth/login", json={"email": account.email, "password": PASSWORD}
+    ).status_code == 401
+    login(client, account.email, new_password)
+
+
+def test_new_password_follows_the_registration_rules(client, account):
+    for password in ("short", "x" * 73):
+        response = client.put(
+            "/users/me",
+            headers=account.headers,
+            json={"password": password, "current_password": PASSWORD},
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "password"]
+    login(client, account.email)
+
+
+def test_null_email_or_password_is_422(client, account):
+    response = client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"email": None, "password": None, "current_password": PASSWORD},
+    )
+    assert response.status_code == 422
+    assert {tuple(e["loc"]) for e in response.json()["detail"]} == {
+        ("body", "email"),
+        ("body", "password"),
+    }
+
+
+def give_user_one_row_everywhere(client, user_id: int) -> None:
+    """A row in every table that belongs to a user (the tracking endpoints come later)."""
+    now, today = planher.utc_now(), dt.date(2026, 1, 1)
+    rows = [
+        planher.user_profiles.insert().values(
+            user_id=user_id, height_cm=165, weight_kg=60.5, created_at=now, updated_at=now
+        ),
+        planher.period_records.insert().values(
+            user_id=user_id, start_date=today, created_at=now, updated_at=now
+        ),
+        planher.daily_moods.insert().values(
+            user_id=user_id, date=today, energy_level=1, created_at=now, updated_at=now
+        ),
+        planher.user_models.insert().values(
+            user_id=user_id,
+            version=1,
+            model_type="random_forest",
+            cv_accuracy=0.6,
+            baseline_accuracy=0.4,
+            n_samples=20,
+            candidates="[]",
+            sklearn_version="1",
+            model_blob=b"\x00model",
+            trained_at=now,
+        ),
+        planher.predictions.insert().values(
+            user_id=user_id,
+            date=today,
+            predicted_level=1,
+            confidence=0.5,
+            source="phase_prior",
+            created_at=now,
+        ),
+    ]
+    for row in rows:
+        run(client, client.app.state.database.execute, row)
+
+
+USER_TABLES = [
+    planher.logins,
+    planher.user_profiles,
+    planher.period_records,
+    planher.daily_moods,
+    planher.user_models,
+    planher.predictions,
+]
+
+
+def count_rows(client, user_id: int) -> dict[str, int]:
+    database = client.app.state.database
+    counts = {
+        table.name: run(
+            client,
+            database.fetch_val,
+            sa.select(sa.func.count()).select_from(table).where(table.c.user_id == user_id),
+        )
+        for table in USER_TABLES
+    }
+    counts["users"] = run(
+        client,
+        database.fetch_val,
+        sa.select(sa.func.count()).select_from(planher.users).where(planher.users.c.id == user_id),
+    )
+    return counts
+
+
+def test_delete_erases_the_account_and_every_row_it_owns(client, account):
+    bystander = create_account(client)
+    for someone in (account, bystander):
+        give_user_one_row_everywhere(client, someone.user["id"])
+    assert set(count_rows(client, account.user["id"]).values()) == {1}
+
+    response = client.delete("/users/me", headers=account.headers)
+    assert response.status_code == 204
+    assert set(count_rows(client, account.user["id"]).values()) == {0}
+    assert set(count_rows(client, bystander.user["id"]).values()) == {1}
+    assert client.post(
+        "/auth/login", json={"email": account.email, "password": PASSWORD}
+    ).status_code == 401
+    assert client.get("/auth/me", headers=account.headers).status_code == 401
