@@ -589,11 +589,12 @@ class TokenSigner:
 
 @dataclasses.dataclass
 class AuthenticatedUser(BaseUser):
-    id: int
-    email: str
-    name: str | None
-    role: str
+    account: dict[str, Any]  # her `users` row as loaded with the token, less the hash
     login_id: int
+
+    @property
+    def id(self) -> int:
+        return self.account["id"]
 
     @property
     def is_authenticated(self) -> bool:
@@ -601,7 +602,7 @@ class AuthenticatedUser(BaseUser):
 
     @property
     def display_name(self) -> str:
-        return self.name or self.email
+        return self.account["name"] or self.account["email"]
 
     @property
     def identity(self) -> str:
@@ -613,6 +614,9 @@ class Anonymous(UnauthenticatedUser):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+
+
+ACCOUNT_COLUMNS = [column for column in users.c if column.name != "password_hash"]
 
 
 class BearerTokenBackend(AuthenticationBackend):
@@ -635,8 +639,7 @@ class BearerTokenBackend(AuthenticationBackend):
         except InvalidToken as error:
             return AuthCredentials(), Anonymous(str(error))
         row = await connection.app.state.database.fetch_one(
-            sa.select(users.c.id, users.c.email, users.c.name, users.c.role)
-            .add_columns(logins.c.id.label("login_id"))
+            sa.select(*ACCOUNT_COLUMNS, logins.c.id.label("login_id"))
             .select_from(logins.join(users, users.c.id == logins.c.user_id))
             .where(
                 logins.c.login_key == payload["lid"],
@@ -646,7 +649,9 @@ class BearerTokenBackend(AuthenticationBackend):
         )
         if row is None:
             return AuthCredentials(), Anonymous("Token has been revoked")
-        return AuthCredentials(["authenticated", row["role"]]), AuthenticatedUser(**as_dict(row))
+        account = as_dict(row)
+        login_id = account.pop("login_id")
+        return AuthCredentials(["authenticated", row["role"]]), AuthenticatedUser(account, login_id)
 
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -783,10 +788,6 @@ def user_json(row: Any) -> dict[str, Any]:
         "created_at": format_timestamp(row["created_at"]),
         "updated_at": format_timestamp(row["updated_at"]),
     }
-
-
-async def fetch_user(database: Database, user_id: int) -> Any:
-    return await database.fetch_one(users.select().where(users.c.id == user_id))
 
 
 async def email_taken(database: Database, email: str) -> bool:
@@ -932,7 +933,7 @@ async def logout(request: Request) -> Response:
 
 @login_required
 async def auth_me(request: Request) -> Response:
-    return JSONResponse(user_json(await fetch_user(request.app.state.database, request.user.id)))
+    return JSONResponse(user_json(request.user.account))
 
 
 # ── Handlers: users ──────────────────────────────────────────────────────────────────────
@@ -943,7 +944,6 @@ async def update_me(request: Request) -> Response:
     body = await parse_body(request, UserUpdateBody)
     database = request.app.state.database
     given = body.model_fields_set
-    current = await fetch_user(database, request.user.id)
     changes: dict[str, Any] = {}
     if "name" in given:
         changes["name"] = body.name
@@ -959,9 +959,12 @@ async def update_me(request: Request) -> Response:
                 ],
                 "body",
             )
-        if not await verify_password(body.current_password, current["password_hash"]):
+        password_hash = await database.fetch_val(
+            sa.select(users.c.password_hash).where(users.c.id == request.user.id)
+        )
+        if not await verify_password(body.current_password, password_hash):
             raise HTTPException(403, detail="Current password is incorrect")
-    if body.email is not None and body.email != current["email"]:
+    if body.email is not None and body.email != request.user.account["email"]:
         if await email_taken(database, body.email):
             raise HTTPException(409, detail="An account with this email already exists")
         changes["email"] = body.email
@@ -970,7 +973,7 @@ async def update_me(request: Request) -> Response:
             body.password, request.app.state.settings.bcrypt_rounds
         )
     if not changes:
-        return JSONResponse(user_json(current))
+        return JSONResponse(user_json(request.user.account))
     try:
         row = await database.fetch_one(
             users.update()

@@ -1,0 +1,153 @@
+"""Load benchmark: PlanHer beside a bare Starlette JSON endpoint (the ceiling), in one run.
+
+Not part of the pytest run. Needs `wrk` (Debian: `apt-get install wrk`). Usage:
+
+    .venv/bin/python tests/bench.py [--duration 10] [--connections 64]
+
+It starts each server with uvicorn (1 worker) on 127.0.0.1, seeds a user on a fresh SQLite
+database (or on DATABASE_URL when it is PostgreSQL), drives each endpoint with wrk and
+prints requests/s, p50/p99 latency and the ratio to the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "benchmark passphrase"
+
+
+async def ceiling_endpoint(request):
+    return JSONResponse({"id": 1, "email": "ceiling@example.org", "role": "user"})
+
+
+ceiling_app = Starlette(routes=[Route("/ceiling", ceiling_endpoint)])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(app: str, port: int, environment: dict[str, str]) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "uvicorn", app,
+            "--app-dir", str(ROOT / "tests") if app.startswith("bench:") else str(ROOT),
+            "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log",
+        ],
+        env=environment,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"{app} did not start on port {port}")
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, duration_s: int, connections: int, headers: dict[str, str]) -> dict:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latencies = {p: float(v) * UNIT_MS[u] for p, v, u in WRK_LATENCY.findall(output)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": latencies.get("50"),
+        "p99_ms": latencies.get("99"),
+        "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
+    parser.add_argument("--connections", type=int, default=64)
+    arguments = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+
+    workdir = Path(tempfile.mkdtemp(prefix="planher-bench-"))
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEYS": "benchmark-secret",
+    }
+    ceiling_port, planher_port = free_port(), free_port()
+    servers = [
+        start_server("bench:ceiling_app", ceiling_port, environment),
+        start_server("planher:app", planher_port, environment),
+    ]
+    try:
+        base = f"http://127.0.0.1:{planher_port}"
+        email = f"bench-{int(time.time())}@example.org"
+        post_json(f"{base}/auth/register", {"email": email, "password": PASSWORD})
+        tokens = post_json(f"{base}/auth/login", {"email": email, "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+        rows = [("bare Starlette JSON (ceiling)", f"http://127.0.0.1:{ceiling_port}/ceiling", {})]
+        rows.append(("GET /auth/me", f"{base}/auth/me", auth))
+        results = [
+            (name, wrk(url, arguments.duration, arguments.connections, headers))
+            for name, url, headers in rows
+        ]
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
+
+    ceiling_rps = results[0][1]["rps"]
+    backend = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    print(
+        f"\nwrk -t2 -c{arguments.connections} -d{arguments.duration}s, 1 uvicorn worker, "
+        f"{backend}, {os.cpu_count()} cores\n"
+    )
+    print(f"| endpoint | req/s | ratio to ceiling | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, result in results:
+        print(
+            f"| {name} | {result['rps']:,.0f} | {result['rps'] / ceiling_rps:.3f} | "
+            f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
+            f"{result['errors']}{' ' + result['socket_errors'] if result['socket_errors'] else ''} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
