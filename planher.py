@@ -14,20 +14,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import datetime as dt
+import decimal
 import functools
 import getpass
 import hashlib
+import json
 import logging
+import math
 import os
 import re
 import secrets
 import sqlite3
+import statistics
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable
+from typing import Annotated, Any, Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import aiosqlite
@@ -102,6 +107,31 @@ PASSWORD_MAX_BYTES = 72  # bcrypt ignores (bcrypt 5: refuses) anything longer
 EMAIL_MAX_CHARS = 254
 NAME_MAX_CHARS = 100
 TOKEN_MAX_CHARS = 1000
+NOTES_MAX_CHARS = 2000
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+MAX_DATABASE_ID = 2**31 - 1  # INTEGER columns; a larger id in a path cannot exist
+
+# Cycle arithmetic (all in days).
+CYCLE_MIN_DAYS = 15  # a gap between period starts outside these bounds is not one cycle:
+CYCLE_MAX_DAYS = 90  # a missed log, a pregnancy or an illness break
+PERIOD_MAX_DAYS = 15
+FUTURE_TOLERANCE_DAYS = 1  # "today" is UTC; a user east of UTC may already be on tomorrow
+DEFAULT_CYCLE_LENGTH = 28
+DEFAULT_LUTEAL_LENGTH = 14
+DEFAULT_MENSES_LENGTH = 5
+DEFAULT_NUMBER_OF_PEAK = 2
+OVULATORY_HALF_WIDTH = 1  # the ovulatory phase is ovulation day ± 1
+FERTILE_DAYS_BEFORE_OVULATION = 5
+FERTILE_DAYS_AFTER_OVULATION = 1
+# The cycle-length estimator (see estimate_cycle_length), tuned on FedCycleData.
+PRIOR_WEIGHT_CYCLES = 1.0  # the profile's cycle_length (or 28) counts as one past cycle
+RECENCY_HALF_LIFE_CYCLES = 8.0  # a cycle 8 cycles back weighs half as much as the latest
+HUBER_THRESHOLD_DAYS = 3.0  # cycles further than this from the centre are down-weighted
+POPULATION_CYCLE_SD = 3.0  # within-woman spread assumed before her own cycles say more
+SPREAD_PRIOR_WEIGHT_CYCLES = 2
+RANGE_Z = 1.2816  # ± z·sd holds 80% of a normal distribution
+
 ACCESS_TOKEN_SALT = "planher.access-token"
 REFRESH_TOKEN_SALT = "planher.refresh-token"
 
@@ -305,6 +335,27 @@ def utc_now() -> dt.datetime:
 
 def format_timestamp(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class APIResponse(JSONResponse):
+    """JSON with the contract's dates (`YYYY-MM-DD`) and timestamps (UTC, `Z`)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, default=json_default, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
 
 
 def as_dict(record: Any) -> dict[str, Any]:
@@ -760,6 +811,92 @@ class UserUpdateBody(RequestBody):
     current_password: GivenPassword = None
 
 
+# Tracking data. Every range is the contract's; the rules that tie fields together
+# (luteal + menses < cycle, end after start, …) are checked on the merged record instead,
+# because a partial update must obey them too.
+HeightCm = Annotated[int, Field(ge=100, le=250)]
+WeightKg = Annotated[float, Field(ge=25, le=350), AfterValidator(lambda kg: round_half_up(kg, 2))]
+CycleLength = Annotated[int, Field(ge=CYCLE_MIN_DAYS, le=CYCLE_MAX_DAYS)]
+LutealLength = Annotated[int, Field(ge=7, le=20)]
+MensesLength = Annotated[int, Field(ge=1, le=PERIOD_MAX_DAYS)]
+NumberOfPeak = Annotated[int, Field(ge=0, le=10)]
+EnergyLevel = Annotated[int, Field(ge=0, le=2)]
+DayOfCycle = Annotated[int, Field(ge=1, le=CYCLE_MAX_DAYS)]
+Notes = Annotated[str, Field(max_length=NOTES_MAX_CHARS)]
+
+
+class ProfileBody(RequestBody):
+    height_cm: HeightCm
+    weight_kg: WeightKg
+    cycle_length: CycleLength = DEFAULT_CYCLE_LENGTH
+    luteal_length: LutealLength = DEFAULT_LUTEAL_LENGTH
+    menses_length: MensesLength = DEFAULT_MENSES_LENGTH
+    unusual_bleeding: bool = False
+    number_of_peak: NumberOfPeak = DEFAULT_NUMBER_OF_PEAK
+
+
+class ProfileUpdateBody(RequestBody):
+    # Each field defaults to None but refuses null: a profile field is never empty.
+    height_cm: HeightCm = None
+    weight_kg: WeightKg = None
+    cycle_length: CycleLength = None
+    luteal_length: LutealLength = None
+    menses_length: MensesLength = None
+    unusual_bleeding: bool = None
+    number_of_peak: NumberOfPeak = None
+
+
+class PeriodBody(RequestBody):
+    start_date: dt.date
+    end_date: dt.date | None = None
+    notes: Notes | None = None
+
+
+class PeriodUpdateBody(RequestBody):
+    start_date: dt.date = None  # refuses null; end_date and notes may be cleared
+    end_date: dt.date | None = None
+    notes: Notes | None = None
+
+
+class MoodBody(RequestBody):
+    date: dt.date = None  # today when left out
+    energy_level: EnergyLevel
+    notes: Notes | None = None
+    day_of_cycle: DayOfCycle | None = None
+
+
+class MoodUpdateBody(RequestBody):
+    date: dt.date = None
+    energy_level: EnergyLevel = None
+    notes: Notes | None = None
+    day_of_cycle: DayOfCycle | None = None
+
+
+class ListQuery(BaseModel):
+    """`limit`, `offset`, `from`, `to` of every list; other query parameters are ignored."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    limit: int = Field(DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT)
+    offset: int = Field(0, ge=0)
+    from_date: dt.date | None = Field(None, alias="from")
+    to_date: dt.date | None = Field(None, alias="to")
+
+
+def rule_errors(problems: list[tuple[str, str]]) -> RequestValidationError:
+    """A 422 for broken rules that span fields, as (field, message) pairs."""
+    return RequestValidationError(
+        [{"loc": (field,), "msg": message, "type": "value_error"} for field, message in problems],
+        "body",
+    )
+
+
+def parse_query(request: Request, schema: type[BaseModel]) -> BaseModel:
+    try:
+        return schema.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise RequestValidationError(_errors_without_input(error), "query") from None
+
+
 async def parse_body(request: Request, schema: type[BaseModel]) -> BaseModel:
     """The request's JSON body validated against `schema`: 400 if it is not JSON, 422 if it
     breaks a rule. An empty body counts as `{}`, so missing fields are named."""
@@ -776,6 +913,273 @@ def _errors_without_input(error: ValidationError) -> list[dict[str, Any]]:
     return error.errors(include_url=False, include_context=False, include_input=False)
 
 
+# ── Cycle calculator (pure functions: no I/O) ───────────────────────────────────────────
+
+PHASES = ("menstrual", "follicular", "ovulatory", "luteal", "late")
+
+
+def cycle_lengths(period_starts: Iterable[dt.date]) -> list[int]:
+    """The lengths of her cycles: gaps between consecutive starts that can be one cycle."""
+    starts = sorted(period_starts)
+    gaps = [(later - earlier).days for earlier, later in zip(starts, starts[1:])]
+    return [gap for gap in gaps if CYCLE_MIN_DAYS <= gap <= CYCLE_MAX_DAYS]
+
+
+def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    pairs = sorted(zip(values, weights))
+    half, running = sum(weights) / 2, 0.0
+    for value, weight in pairs:
+        running += weight
+        if running >= half:
+            return value
+    return pairs[-1][0]
+
+
+def huber_mean(values: Sequence[float], weights: Sequence[float]) -> tuple[float, float]:
+    """A weighted mean in which values more than HUBER_THRESHOLD_DAYS from the centre count
+    less (in proportion), so one 45-day cycle does not drag a 28-day woman's estimate.
+    Returns the mean and the total weight it rests on."""
+    centre = weighted_median(values, weights)
+    for _ in range(10):
+        robust_weights = [
+            weight * min(1.0, HUBER_THRESHOLD_DAYS / max(abs(value - centre), 1e-9))
+            for value, weight in zip(values, weights)
+        ]
+        centre = sum(v * w for v, w in zip(values, robust_weights)) / sum(robust_weights)
+    return centre, sum(robust_weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleLengthEstimate:
+    days: float  # expected length of her next cycle
+    spread: float  # its standard deviation, in days
+    n_cycles: int  # how many of her own cycles it rests on
+
+    @property
+    def length(self) -> int:
+        return round(self.days)
+
+    @property
+    def range_days(self) -> int:
+        """Half the width of the predicted range around the next start (80% coverage)."""
+        return max(1, round(RANGE_Z * self.spread))
+
+
+def estimate_cycle_length(lengths: Sequence[int], prior_length: float) -> CycleLengthEstimate:
+    """Her next cycle's length from her past cycles (oldest first).
+
+    A robust (Huber), recency-weighted mean of her cycles, shrunk towards `prior_length`
+    (her profile's cycle_length, or 28) as if that were one more cycle, so that one or two
+    cycles do not decide alone. The spread is her robust standard deviation (scaled median
+    absolute deviation), shrunk towards POPULATION_CYCLE_SD in the same way. On FedCycleData
+    this beats the mean of her past cycles; tests/test_cycle_evaluation.py measures it.
+    """
+    n = len(lengths)
+    if n == 0:
+        return CycleLengthEstimate(float(prior_length), POPULATION_CYCLE_SD, 0)
+    recency = [0.5 ** ((n - 1 - index) / RECENCY_HALF_LIFE_CYCLES) for index in range(n)]
+    centre, weight = huber_mean(lengths, recency)
+    days = (PRIOR_WEIGHT_CYCLES * prior_length + weight * centre) / (PRIOR_WEIGHT_CYCLES + weight)
+    median = statistics.median(lengths)
+    mad_sd = 1.4826 * statistics.median(abs(length - median) for length in lengths)
+    spread = math.sqrt(
+        (SPREAD_PRIOR_WEIGHT_CYCLES * POPULATION_CYCLE_SD**2 + (n - 1) * mad_sd**2)
+        / (SPREAD_PRIOR_WEIGHT_CYCLES + n - 1)
+    )
+    return CycleLengthEstimate(days, spread, n)
+
+
+def phase_on_day(
+    day_of_cycle: int,
+    cycle_length: int,
+    bleeding_days: int,
+    luteal_length: int,
+    late_after_day: int | None = None,
+) -> str:
+    """The phase on a day of a cycle. Ovulation is `luteal_length` days before the cycle
+    ends; `late_after_day` is where an open cycle's predicted range ends."""
+    if day_of_cycle <= bleeding_days:
+        return "menstrual"
+    if late_after_day is not None and day_of_cycle > late_after_day:
+        return "late"
+    ovulation_day = cycle_length - luteal_length
+    if abs(day_of_cycle - ovulation_day) <= OVULATORY_HALF_WIDTH:
+        return "ovulatory"
+    return "follicular" if day_of_cycle < ovulation_day else "luteal"
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodSpan:
+    start: dt.date
+    end: dt.date | None  # None while she has not logged it
+
+
+@dataclasses.dataclass(frozen=True)
+class CyclePosition:
+    day_of_cycle: int
+    phase: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CycleCalendar:
+    """A user's cycles as her periods and profile describe them now."""
+
+    periods: tuple[PeriodSpan, ...]  # oldest first
+    estimate: CycleLengthEstimate
+    luteal_length: int
+    menses_length: int
+
+    @classmethod
+    def build(cls, periods: Iterable[PeriodSpan], profile: Mapping[str, Any] | None = None):
+        profile = profile or {}
+        ordered = tuple(sorted(periods, key=lambda period: period.start))
+        prior_length = profile.get("cycle_length", DEFAULT_CYCLE_LENGTH)
+        return cls(
+            periods=ordered,
+            estimate=estimate_cycle_length(
+                cycle_lengths(period.start for period in ordered), prior_length
+            ),
+            luteal_length=profile.get("luteal_length", DEFAULT_LUTEAL_LENGTH),
+            menses_length=profile.get("menses_length", DEFAULT_MENSES_LENGTH),
+        )
+
+    def _index_on_or_before(self, date: dt.date) -> int | None:
+        index = bisect.bisect_right([period.start for period in self.periods], date) - 1
+        return index if index >= 0 else None
+
+    def cycle_length_from(self, start: dt.date) -> int | None:
+        """Days from the period starting on `start` to the next recorded start."""
+        later = [period.start for period in self.periods if period.start > start]
+        return (min(later) - start).days if later else None
+
+    def effective_end(self, period: PeriodSpan) -> dt.date:
+        """Its logged end, else menses_length days from its start."""
+        return period.end or period.start + dt.timedelta(days=self.menses_length - 1)
+
+    @property
+    def late_after_day(self) -> int:
+        return self.estimate.length + self.estimate.range_days
+
+    def position(self, date: dt.date) -> CyclePosition | None:
+        """Day of cycle and phase from the recorded periods; None if they do not cover the
+        date (no period start before it, or more than CYCLE_MAX_DAYS since the last one)."""
+        index = self._index_on_or_before(date)
+        if index is None:
+            return None
+        period = self.periods[index]
+        day = (date - period.start).days + 1
+        if day > CYCLE_MAX_DAYS:
+            return None
+        bleeding_days = (self.effective_end(period) - period.start).days + 1
+        length = self.cycle_length_from(period.start)
+        if length is not None and length <= CYCLE_MAX_DAYS:
+            # A completed cycle: its real length places ovulation; it cannot be late.
+            return CyclePosition(
+                day, phase_on_day(day, length, bleeding_days, self.luteal_length)
+            )
+        return CyclePosition(day, self.phase_on_open_cycle_day(day, bleeding_days))
+
+    def phase_on_open_cycle_day(self, day_of_cycle: int, bleeding_days: int | None = None) -> str:
+        """The phase on a day of a cycle whose end is not recorded yet."""
+        return phase_on_day(
+            day_of_cycle,
+            self.estimate.length,
+            self.menses_length if bleeding_days is None else bleeding_days,
+            self.luteal_length,
+            self.late_after_day,
+        )
+
+    def overlapping(self, candidate: PeriodSpan, ignore_start: dt.date | None = None):
+        """The first recorded period that overlaps `candidate`, if any."""
+        candidate_end = self.effective_end(candidate)
+        for period in self.periods:
+            if period.start == ignore_start:
+                continue
+            if period.start <= candidate_end and candidate.start <= self.effective_end(period):
+                return period
+        return None
+
+    def outlook(self, date: dt.date) -> dict[str, Any]:
+        """The contract's `cycle` block, seen from `date`."""
+        length, range_days = self.estimate.length, self.estimate.range_days
+        index = self._index_on_or_before(date)
+        if index is None:
+            return {
+                "length_estimate": length,
+                "last_period_start": None,
+                "next_period_start": None,
+                "next_period_range": None,
+                "days_until_next_period": None,
+                "fertile_window": None,
+            }
+        last_start = self.periods[index].start
+        next_start = last_start + dt.timedelta(days=length)
+        # Day d of the cycle is start + d − 1; ovulation is day `length − luteal_length`.
+        ovulation = last_start + dt.timedelta(days=length - self.luteal_length - 1)
+        return {
+            "length_estimate": length,
+            "last_period_start": last_start,
+            "next_period_start": next_start,
+            "next_period_range": [
+                next_start - dt.timedelta(days=range_days),
+                next_start + dt.timedelta(days=range_days),
+            ],
+            "days_until_next_period": (next_start - date).days,
+            "fertile_window": [
+                ovulation - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
+                ovulation + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
+            ],
+        }
+
+
+def period_problems(start: dt.date, end: dt.date | None, today: dt.date) -> list[tuple[str, str]]:
+    """Rule breaks of one period on its own, as (field, message)."""
+    latest_allowed = today + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
+    problems = []
+    if start > latest_allowed:
+        problems.append(("start_date", f"start_date may not be in the future (after {latest_allowed})"))
+    if end is not None:
+        if end > latest_allowed:
+            problems.append(("end_date", f"end_date may not be in the future (after {latest_allowed})"))
+        if end < start:
+            problems.append(("end_date", "end_date must be on or after start_date"))
+        elif (end - start).days + 1 > PERIOD_MAX_DAYS:
+            problems.append(("end_date", f"A period lasts at most {PERIOD_MAX_DAYS} days"))
+    return problems
+
+
+def profile_problems(profile: Mapping[str, Any]) -> list[tuple[str, str]]:
+    luteal, menses, cycle = profile["luteal_length"], profile["menses_length"], profile["cycle_length"]
+    if luteal + menses < cycle:
+        return []
+    return [
+        (
+            "cycle_length",
+            f"luteal_length + menses_length must be less than cycle_length "
+            f"({luteal} + {menses} is not less than {cycle})",
+        )
+    ]
+
+
+def round_half_up(value: float, decimals: int) -> float:
+    """Rounding as people do it (72.345 → 72.35), not binary floating point's 72.34."""
+    quantum = decimal.Decimal(1).scaleb(-decimals)
+    return float(decimal.Decimal(repr(value)).quantize(quantum, rounding=decimal.ROUND_HALF_UP))
+
+
+def bmi(height_cm: int, weight_kg: float) -> float:
+    return round_half_up(weight_kg / (height_cm / 100) ** 2, 1)
+
+
+def bmi_category(bmi_value: float) -> str:
+    """The WHO class of the BMI as shown (rounded), so 24.97 shows as 25.0, `overweight`."""
+    if bmi_value < 18.5:
+        return "underweight"
+    if bmi_value < 25:
+        return "normal"
+    return "overweight" if bmi_value < 30 else "obese"
+
+
 # ── Handlers: auth ───────────────────────────────────────────────────────────────────────
 
 
@@ -785,8 +1189,8 @@ def user_json(row: Any) -> dict[str, Any]:
         "email": row["email"],
         "name": row["name"],
         "role": row["role"],
-        "created_at": format_timestamp(row["created_at"]),
-        "updated_at": format_timestamp(row["updated_at"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
     }
 
 
@@ -817,7 +1221,7 @@ async def register(request: Request) -> Response:
         )
     except UNIQUE_VIOLATIONS:  # the same email registered concurrently
         raise HTTPException(409, detail="An account with this email already exists") from None
-    return JSONResponse(user_json(row), status_code=201)
+    return APIResponse(user_json(row), status_code=201)
 
 
 async def _login_credentials(request: Request) -> LoginBody:
@@ -845,7 +1249,7 @@ async def login(request: Request) -> Response:
     password_hash = row["password_hash"] if row else request.app.state.dummy_password_hash
     if not await verify_password(credentials.password, password_hash) or row is None:
         raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
-    return JSONResponse(await start_login(request.app, row["id"]))
+    return APIResponse(await start_login(request.app, row["id"]))
 
 
 async def start_login(app: Starlette, user_id: int) -> dict[str, Any]:
@@ -914,7 +1318,7 @@ async def refresh(request: Request) -> Response:
             "for safety. Please sign in again",
             headers=BEARER_CHALLENGE,
         )
-    return JSONResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
+    return APIResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
 
 
 @login_required
@@ -933,7 +1337,7 @@ async def logout(request: Request) -> Response:
 
 @login_required
 async def auth_me(request: Request) -> Response:
-    return JSONResponse(user_json(request.user.account))
+    return APIResponse(user_json(request.user.account))
 
 
 # ── Handlers: users ──────────────────────────────────────────────────────────────────────
@@ -973,7 +1377,7 @@ async def update_me(request: Request) -> Response:
             body.password, request.app.state.settings.bcrypt_rounds
         )
     if not changes:
-        return JSONResponse(user_json(request.user.account))
+        return APIResponse(user_json(request.user.account))
     try:
         row = await database.fetch_one(
             users.update()
@@ -989,7 +1393,7 @@ async def update_me(request: Request) -> Response:
             sa.and_(logins.c.user_id == request.user.id, logins.c.id != request.user.login_id),
             "password_change",
         )
-    return JSONResponse(user_json(row))
+    return APIResponse(user_json(row))
 
 
 @login_required
@@ -997,6 +1401,413 @@ async def delete_me(request: Request) -> Response:
     # Profile, periods, moods, models, predictions and logins go with it (ON DELETE CASCADE).
     await request.app.state.database.execute(users.delete().where(users.c.id == request.user.id))
     return Response(status_code=204)
+
+
+@login_required
+async def export_me(request: Request) -> Response:
+    """Everything she owns, and only that: models as metadata, never their bytes."""
+    database, user_id = request.app.state.database, request.user.id
+
+    async def owned(table: sa.Table, *order: Any) -> list:
+        return await database.fetch_all(
+            table.select().where(table.c.user_id == user_id).order_by(*order)
+        )
+
+    profile = await fetch_profile(database, user_id)
+    periods = await owned(period_records, period_records.c.start_date.desc())
+    moods = await owned(daily_moods, daily_moods.c.date.desc())
+    served = await owned(predictions, predictions.c.date.desc(), predictions.c.id.desc())
+    models = await database.fetch_all(
+        sa.select(*MODEL_METADATA_COLUMNS)
+        .where(user_models.c.user_id == user_id)
+        .order_by(user_models.c.version.desc())
+    )
+    calendar = CycleCalendar.build(
+        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods], profile
+    )
+    energy_on = {row["date"]: row["energy_level"] for row in moods}
+    return APIResponse(
+        {
+            "user": user_json(request.user.account),
+            "profile": None if profile is None else profile_json(profile),
+            "periods": [period_json(row, calendar) for row in periods],
+            "moods": [mood_json(row, calendar) for row in moods],
+            "predictions": [prediction_json(row, energy_on.get(row["date"])) for row in served],
+            "models": [model_json(row) for row in models],
+        }
+    )
+
+
+# ── Handlers: profiles ───────────────────────────────────────────────────────────────────
+
+PROFILE_FIELDS = tuple(ProfileBody.model_fields)
+
+
+def profile_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    bmi_value = bmi(row["height_cm"], row["weight_kg"])
+    return {
+        **{field: row[field] for field in PROFILE_FIELDS},
+        "bmi": bmi_value,
+        "bmi_category": bmi_category(bmi_value),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+async def fetch_profile(database: Database, user_id: int) -> dict[str, Any] | None:
+    row = await database.fetch_one(user_profiles.select().where(user_profiles.c.user_id == user_id))
+    return None if row is None else as_dict(row)
+
+
+@contextlib.asynccontextmanager
+async def user_write_transaction(database: Database, user_id: int):
+    """A transaction in which this user's checks-then-writes (overlaps, one mood a day, one
+    profile) cannot interleave with another request of hers. SQLite's BEGIN IMMEDIATE already
+    serializes writers; PostgreSQL locks her users row."""
+    async with database.transaction():
+        if database.dialect == "postgresql":
+            await database.execute(
+                sa.select(users.c.id).where(users.c.id == user_id).with_for_update()
+            )
+        yield
+
+
+NO_PROFILE = "No profile yet: create one with POST /profiles/me"
+
+
+@login_required
+async def get_profile(request: Request) -> Response:
+    profile = await fetch_profile(request.app.state.database, request.user.id)
+    if profile is None:
+        raise HTTPException(404, detail=NO_PROFILE)
+    return APIResponse(profile_json(profile))
+
+
+@login_required
+async def create_profile(request: Request) -> Response:
+    """Creates her profile (201) or replaces it whole (200)."""
+    fields = (await parse_body(request, ProfileBody)).model_dump()
+    if problems := profile_problems(fields):
+        raise rule_errors(problems)
+    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    async with user_write_transaction(database, user_id):
+        if await fetch_profile(database, user_id) is None:
+            row = await database.fetch_one(
+                user_profiles.insert()
+                .values(user_id=user_id, **fields, created_at=now, updated_at=now)
+                .returning(*user_profiles.c)
+            )
+            return APIResponse(profile_json(row), status_code=201)
+        row = await database.fetch_one(
+            user_profiles.update()
+            .where(user_profiles.c.user_id == user_id)
+            .values(**fields, updated_at=now)
+            .returning(*user_profiles.c)
+        )
+    return APIResponse(profile_json(row))
+
+
+@login_required
+async def update_profile(request: Request) -> Response:
+    body = await parse_body(request, ProfileUpdateBody)
+    changes = body.model_dump(include=body.model_fields_set)
+    database, user_id = request.app.state.database, request.user.id
+    async with user_write_transaction(database, user_id):
+        current = await fetch_profile(database, user_id)
+        if current is None:
+            raise HTTPException(404, detail=NO_PROFILE)
+        if problems := profile_problems({**current, **changes}):
+            raise rule_errors(problems)
+        row = await database.fetch_one(
+            user_profiles.update()
+            .where(user_profiles.c.user_id == user_id)
+            .values(**changes, updated_at=utc_now())
+            .returning(*user_profiles.c)
+        )
+    return APIResponse(profile_json(row))
+
+
+# ── Handlers: periods ────────────────────────────────────────────────────────────────────
+
+
+async def load_calendar(database: Database, user_id: int) -> CycleCalendar:
+    rows = await database.fetch_all(
+        sa.select(period_records.c.start_date, period_records.c.end_date).where(
+            period_records.c.user_id == user_id
+        )
+    )
+    return CycleCalendar.build(
+        [PeriodSpan(row["start_date"], row["end_date"]) for row in rows],
+        await fetch_profile(database, user_id),
+    )
+
+
+def period_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
+    start, end = row["start_date"], row["end_date"]
+    return {
+        "id": row["id"],
+        "start_date": start,
+        "end_date": end,
+        "notes": row["notes"],
+        "length_days": None if end is None else (end - start).days + 1,
+        "cycle_length": calendar.cycle_length_from(start),
+        "created_at": row["created_at"],
+    }
+
+
+def path_id(request: Request, what: str) -> int:
+    """The `{id}` of the path; an id no row can have is simply not found."""
+    row_id = request.path_params["id"]
+    if row_id > MAX_DATABASE_ID:
+        raise HTTPException(404, detail=f"{what} not found")
+    return row_id
+
+
+async def fetch_owned(database: Database, table: sa.Table, row_id: int, user_id: int, what: str):
+    """Her row with this id. Another user's row is not found, exactly like a missing one."""
+    row = await database.fetch_one(
+        table.select().where(table.c.id == row_id, table.c.user_id == user_id)
+    )
+    if row is None:
+        raise HTTPException(404, detail=f"{what} not found")
+    return row
+
+
+async def delete_owned(request: Request, table: sa.Table, what: str) -> Response:
+    deleted = await request.app.state.database.fetch_one(
+        table.delete()
+        .where(table.c.id == path_id(request, what), table.c.user_id == request.user.id)
+        .returning(table.c.id)
+    )
+    if deleted is None:
+        raise HTTPException(404, detail=f"{what} not found")
+    return Response(status_code=204)
+
+
+async def list_page(request: Request, table: sa.Table, date_column: sa.Column) -> tuple[list, int]:
+    """One page of her rows, newest first, with the total count for X-Total-Count."""
+    query = parse_query(request, ListQuery)
+    condition = table.c.user_id == request.user.id
+    if query.from_date is not None:
+        condition &= date_column >= query.from_date
+    if query.to_date is not None:
+        condition &= date_column <= query.to_date
+    database = request.app.state.database
+    total = await database.fetch_val(sa.select(sa.func.count()).select_from(table).where(condition))
+    rows = await database.fetch_all(
+        table.select()
+        .where(condition)
+        .order_by(date_column.desc(), table.c.id.desc())
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    return rows, total
+
+
+def list_response(items: list[dict[str, Any]], total: int) -> Response:
+    return APIResponse(items, headers={"X-Total-Count": str(total)})
+
+
+def overlap_conflict(period: PeriodSpan) -> HTTPException:
+    ends = f" to {period.end}" if period.end else " (no end logged yet)"
+    return HTTPException(
+        409, detail=f"This period overlaps the one from {period.start}{ends}; edit that one instead"
+    )
+
+
+@login_required
+async def list_periods(request: Request) -> Response:
+    rows, total = await list_page(request, period_records, period_records.c.start_date)
+    calendar = await load_calendar(request.app.state.database, request.user.id)
+    return list_response([period_json(row, calendar) for row in rows], total)
+
+
+@login_required
+async def create_period(request: Request) -> Response:
+    body = await parse_body(request, PeriodBody)
+    if problems := period_problems(body.start_date, body.end_date, utc_today()):
+        raise rule_errors(problems)
+    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    try:
+        async with user_write_transaction(database, user_id):
+            calendar = await load_calendar(database, user_id)
+            if clash := calendar.overlapping(PeriodSpan(body.start_date, body.end_date)):
+                raise overlap_conflict(clash)
+            row = await database.fetch_one(
+                period_records.insert()
+                .values(user_id=user_id, **body.model_dump(), created_at=now, updated_at=now)
+                .returning(*period_records.c)
+            )
+    except UNIQUE_VIOLATIONS:  # the same start logged twice at once
+        raise HTTPException(409, detail="A period starting on that day is already logged") from None
+    return APIResponse(period_json(row, calendar), status_code=201)
+
+
+@login_required
+async def update_period(request: Request) -> Response:
+    period_id = path_id(request, "Period")
+    body = await parse_body(request, PeriodUpdateBody)
+    changes = body.model_dump(include=body.model_fields_set)
+    database, user_id = request.app.state.database, request.user.id
+    async with user_write_transaction(database, user_id):
+        current = await fetch_owned(database, period_records, period_id, user_id, "Period")
+        updated = PeriodSpan(
+            changes.get("start_date", current["start_date"]),
+            changes.get("end_date", current["end_date"]),
+        )
+        if problems := period_problems(updated.start, updated.end, utc_today()):
+            raise rule_errors(problems)
+        calendar = await load_calendar(database, user_id)
+        if clash := calendar.overlapping(updated, ignore_start=current["start_date"]):
+            raise overlap_conflict(clash)
+        row = await database.fetch_one(
+            period_records.update()
+            .where(period_records.c.id == period_id)
+            .values(**changes, updated_at=utc_now())
+            .returning(*period_records.c)
+        )
+        calendar = await load_calendar(database, user_id)
+    return APIResponse(period_json(row, calendar))
+
+
+@login_required
+async def delete_period(request: Request) -> Response:
+    return await delete_owned(request, period_records, "Period")
+
+
+# ── Handlers: moods ──────────────────────────────────────────────────────────────────────
+
+ENERGY_LABELS = ("low", "medium", "high")
+
+
+def mood_position(calendar: CycleCalendar, date: dt.date, given_day: int | None):
+    """Day of cycle and phase: from her periods when they cover the date, else from the
+    day of cycle she gave, else unknown."""
+    position = calendar.position(date)
+    if position is not None:
+        return position.day_of_cycle, position.phase
+    if given_day is not None:
+        return given_day, calendar.phase_on_open_cycle_day(given_day)
+    return None, None
+
+
+def mood_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
+    day_of_cycle, phase = mood_position(calendar, row["date"], row["day_of_cycle"])
+    return {
+        "id": row["id"],
+        "date": row["date"],
+        "day_of_cycle": day_of_cycle,
+        "phase": phase,
+        "energy_level": row["energy_level"],
+        "energy_label": ENERGY_LABELS[row["energy_level"]],
+        "notes": row["notes"],
+        "created_at": row["created_at"],
+    }
+
+
+def check_mood_date(date: dt.date) -> None:
+    latest_allowed = utc_today() + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
+    if date > latest_allowed:
+        raise rule_errors([("date", f"date may not be in the future (after {latest_allowed})")])
+
+
+async def mood_on(database: Database, user_id: int, date: dt.date) -> Any:
+    return await database.fetch_one(
+        sa.select(daily_moods.c.id).where(daily_moods.c.user_id == user_id, daily_moods.c.date == date)
+    )
+
+
+def mood_conflict(date: dt.date, mood_id: int) -> HTTPException:
+    return HTTPException(
+        409, detail=f"A mood is already logged for {date}; change it with PUT /moods/{mood_id}"
+    )
+
+
+@login_required
+async def list_moods(request: Request) -> Response:
+    rows, total = await list_page(request, daily_moods, daily_moods.c.date)
+    calendar = await load_calendar(request.app.state.database, request.user.id)
+    return list_response([mood_json(row, calendar) for row in rows], total)
+
+
+@login_required
+async def create_mood(request: Request) -> Response:
+    body = await parse_body(request, MoodBody)
+    fields = {**body.model_dump(), "date": body.date or utc_today()}
+    check_mood_date(fields["date"])
+    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    try:
+        async with user_write_transaction(database, user_id):
+            if existing := await mood_on(database, user_id, fields["date"]):
+                raise mood_conflict(fields["date"], existing["id"])
+            row = await database.fetch_one(
+                daily_moods.insert()
+                .values(user_id=user_id, **fields, created_at=now, updated_at=now)
+                .returning(*daily_moods.c)
+            )
+    except UNIQUE_VIOLATIONS:
+        raise HTTPException(409, detail=f"A mood is already logged for {fields['date']}") from None
+    return APIResponse(mood_json(row, await load_calendar(database, user_id)), status_code=201)
+
+
+@login_required
+async def update_mood(request: Request) -> Response:
+    mood_id = path_id(request, "Mood")
+    body = await parse_body(request, MoodUpdateBody)
+    changes = body.model_dump(include=body.model_fields_set)
+    database, user_id = request.app.state.database, request.user.id
+    async with user_write_transaction(database, user_id):
+        current = await fetch_owned(database, daily_moods, mood_id, user_id, "Mood")
+        if "date" in changes and changes["date"] != current["date"]:
+            check_mood_date(changes["date"])
+            if existing := await mood_on(database, user_id, changes["date"]):
+                raise mood_conflict(changes["date"], existing["id"])
+        row = await database.fetch_one(
+            daily_moods.update()
+            .where(daily_moods.c.id == mood_id)
+            .values(**changes, updated_at=utc_now())
+            .returning(*daily_moods.c)
+        )
+    return APIResponse(mood_json(row, await load_calendar(database, user_id)))
+
+
+@login_required
+async def delete_mood(request: Request) -> Response:
+    return await delete_owned(request, daily_moods, "Mood")
+
+
+# ── Handlers: predictions ────────────────────────────────────────────────────────────────
+
+MODEL_METADATA_COLUMNS = [column for column in user_models.c if column.name != "model_blob"]
+
+
+def prediction_json(row: Mapping[str, Any], actual_level: int | None) -> dict[str, Any]:
+    """A served prediction, scored against the mood of its date once there is one."""
+    return {
+        "date": row["date"],
+        "day_of_cycle": row["day_of_cycle"],
+        "phase": row["phase"],
+        "predicted_level": row["predicted_level"],
+        "confidence": row["confidence"],
+        "model_version": row["model_version"],
+        "source": row["source"],
+        "actual_level": actual_level,
+        "hit": None if actual_level is None else actual_level == row["predicted_level"],
+        "created_at": row["created_at"],
+    }
+
+
+def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "version": row["version"],
+        "type": row["model_type"],
+        "trained_at": row["trained_at"],
+        "n_samples": row["n_samples"],
+        "cv_accuracy": row["cv_accuracy"],
+        "baseline_accuracy": row["baseline_accuracy"],
+        "candidates": json.loads(row["candidates"]),
+        "sklearn_version": row["sklearn_version"],
+    }
 
 
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
@@ -1115,6 +1926,11 @@ def resource(path: str, **handlers: Handler) -> Route:
     return Route(path, dispatch, methods=[method.upper() for method in handlers])
 
 
+def with_and_without_slash(path: str, **handlers: Handler) -> list[Route]:
+    """`/periods` and `/periods/` are the same resource, and neither redirects."""
+    return [resource(path, **handlers), resource(f"{path}/", **handlers)]
+
+
 ROUTES = [
     resource("/auth/register", post=register),
     resource("/auth/login", post=login),
@@ -1122,6 +1938,12 @@ ROUTES = [
     resource("/auth/logout", post=logout),
     resource("/auth/me", get=auth_me),
     resource("/users/me", get=auth_me, put=update_me, delete=delete_me),
+    resource("/users/me/export", get=export_me),
+    resource("/profiles/me", get=get_profile, post=create_profile, put=update_profile),
+    *with_and_without_slash("/periods", get=list_periods, post=create_period),
+    resource("/periods/{id:int}", put=update_period, delete=delete_period),
+    *with_and_without_slash("/moods", get=list_moods, post=create_mood),
+    resource("/moods/{id:int}", put=update_mood, delete=delete_mood),
     resource("/health", get=health),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import os
 import sys
 import uuid
@@ -151,3 +152,8 @@ def create_account(client: TestClient, password: str = PASSWORD) -> Account:
 @pytest.fixture
 def account(client) -> Account:
     return create_account(client)
+
+
+def day(offset: int) -> str:
+    """The ISO date `offset` days from the server's today (negative: the past)."""
+    return (planher.utc_today() + dt.timedelta(days=offset)).isoformat()

@@ -5,7 +5,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 import planher
-from conftest import PASSWORD, bearer, create_account, login, new_email, run
+from conftest import PASSWORD, bearer, create_account, day, login, new_email, run
 
 
 def test_get_users_me_returns_the_signed_in_user(client, account):
@@ -130,12 +130,23 @@ def test_null_email_or_password_is_422(client, account):
 
 
 def give_user_one_row_everywhere(client, user_id: int) -> None:
-    """A row in every table that belongs to a user (the tracking endpoints come later)."""
-    now, today = planher.utc_now(), dt.date(2026, 1, 1)
-    rows = [
+    """A row in every table that belongs to a user."""
+    now = planher.utc_now()
+    run(
+        client,
+        client.app.state.database.execute,
         planher.user_profiles.insert().values(
             user_id=user_id, height_cm=165, weight_kg=60.5, created_at=now, updated_at=now
         ),
+    )
+    give_user_one_row_everywhere_but_profile(client, user_id, today=dt.date(2026, 1, 1))
+
+
+def give_user_one_row_everywhere_but_profile(client, user_id: int, today=None) -> None:
+    """A period, a mood, a trained model and a served prediction, straight into the tables
+    (models and predictions have no endpoint that writes them directly)."""
+    now, today = planher.utc_now(), today or planher.utc_today() - dt.timedelta(days=40)
+    rows = [
         planher.period_records.insert().values(
             user_id=user_id, start_date=today, created_at=now, updated_at=now
         ),
@@ -209,3 +220,35 @@ def test_delete_erases_the_account_and_every_row_it_owns(client, account):
         "/auth/login", json={"email": account.email, "password": PASSWORD}
     ).status_code == 401
     assert client.get("/auth/me", headers=account.headers).status_code == 401
+
+
+def test_export_holds_everything_she_owns_and_nothing_else(client, account):
+    stranger = create_account(client)
+    for someone, height in ((account, 160), (stranger, 180)):
+        client.post("/profiles/me", headers=someone.headers, json={"height_cm": height, "weight_kg": 55})
+        client.post("/periods/", headers=someone.headers, json={"start_date": day(-12)})
+        client.post("/moods/", headers=someone.headers, json={"date": day(-1), "energy_level": 2})
+    give_user_one_row_everywhere_but_profile(client, account.user["id"])
+
+    response = client.get("/users/me/export", headers=account.headers)
+    assert response.status_code == 200
+    export = response.json()
+    assert set(export) == {"user", "profile", "periods", "moods", "predictions", "models"}
+    assert export["user"] == client.get("/users/me", headers=account.headers).json()
+    assert export["profile"] == client.get("/profiles/me", headers=account.headers).json()
+    assert export["profile"]["height_cm"] == 160
+    assert export["periods"] == client.get("/periods/", headers=account.headers).json()
+    assert export["moods"] == client.get("/moods/", headers=account.headers).json()
+    assert len(export["periods"]) == 2 and len(export["moods"]) == 2
+    [prediction] = export["predictions"]
+    assert prediction["source"] == "phase_prior" and prediction["actual_level"] == 1
+    [model] = export["models"]
+    assert model["version"] == 1 and model["type"] == "random_forest"
+    assert "model_blob" not in model
+    assert "\\u0000model" not in response.text and "AG1vZGVs" not in response.text  # the bytes
+
+
+def test_export_of_a_new_account_is_empty_but_complete(client, account):
+    export = client.get("/users/me/export", headers=account.headers).json()
+    assert export["profile"] is None
+    assert export["periods"] == export["moods"] == export["predictions"] == export["models"] == []
