@@ -69,3 +69,141 @@ def test_settings_read_the_environment_with_documented_defaults():
     assert not configured.uses_development_secret
     assert configured.bcrypt_rounds == 4 and configured.access_token_ttl_s == 60
     assert configured.cors_origins == ("https://app.example",)
+
+
+# ── the cycle calculator ──
+
+D = dt.date(2026, 3, 1)
+
+
+def days(n: int) -> dt.timedelta:
+    return dt.timedelta(days=n)
+
+
+def calendar(*spans, profile=None) -> planher.CycleCalendar:
+    return planher.CycleCalendar.build(
+        [planher.PeriodSpan(start, end) for start, end in spans], profile
+    )
+
+
+def test_cycle_lengths_leave_out_gaps_that_cannot_be_one_cycle():
+    starts = [D, D + days(28), D + days(28 + 14), D + days(28 + 14 + 120), D + days(28 + 14 + 150)]
+    assert planher.cycle_lengths(reversed(starts)) == [28, 30]
+
+
+def test_with_no_cycles_the_estimate_is_the_prior():
+    estimate = planher.estimate_cycle_length([], prior_length=31)
+    assert (estimate.days, estimate.length, estimate.n_cycles) == (31.0, 31, 0)
+    assert estimate.spread == planher.POPULATION_CYCLE_SD
+
+
+def test_few_cycles_are_shrunk_towards_the_prior_and_many_outweigh_it():
+    one = planher.estimate_cycle_length([34], prior_length=28)
+    assert 28 < one.days < 34
+    many = planher.estimate_cycle_length([34] * 24, prior_length=28)
+    assert 33.4 < many.days < 34
+
+
+def test_one_outlying_cycle_moves_the_estimate_less_than_the_mean():
+    lengths = [28, 29, 28, 27, 28, 45]
+    estimate = planher.estimate_cycle_length(lengths, prior_length=28)
+    assert estimate.days < 28.6 < sum(lengths) / len(lengths)
+
+
+def test_regular_cycles_give_a_narrower_range_than_irregular_ones():
+    regular = planher.estimate_cycle_length([28, 28, 29, 28, 28, 28, 27, 28], 28)
+    irregular = planher.estimate_cycle_length([24, 33, 27, 35, 22, 31, 26, 36], 28)
+    assert 1 <= regular.range_days < irregular.range_days
+
+
+@pytest.mark.parametrize(
+    "day, phase",
+    [(1, "menstrual"), (5, "menstrual"), (6, "follicular"), (12, "follicular"), (13, "ovulatory"),
+     (14, "ovulatory"), (15, "ovulatory"), (16, "luteal"), (28, "luteal"), (32, "luteal"), (33, "late")],
+)
+def test_phase_on_each_day_of_a_28_day_cycle(day, phase):
+    assert planher.phase_on_day(day, 28, 5, 14, late_after_day=32) == phase
+
+
+def test_day_of_cycle_counts_from_the_latest_start_on_or_before_the_date():
+    cal = calendar((D, D + days(4)), (D + days(30), None))
+    assert cal.position(D - days(1)) is None
+    assert cal.position(D).day_of_cycle == 1
+    assert cal.position(D + days(29)).day_of_cycle == 30
+    assert cal.position(D + days(30)).day_of_cycle == 1
+    assert cal.position(D + days(30 + 89)).day_of_cycle == 90
+    assert cal.position(D + days(30 + 90)) is None  # too long since her last period to say
+
+
+def test_a_completed_cycle_places_ovulation_by_its_real_length():
+    cal = calendar((D, D + days(3)), (D + days(34), None))
+    assert cal.position(D + days(3)).phase == "menstrual"  # her logged end, day 4
+    assert cal.position(D + days(4)).phase == "follicular"
+    assert cal.position(D + days(19)).phase == "ovulatory"  # day 20 = 34 − 14
+    assert cal.position(D + days(33)).phase == "luteal"
+
+
+def test_an_open_cycle_becomes_late_past_the_predicted_range():
+    cal = calendar((D, None), profile={"cycle_length": 28, "luteal_length": 14, "menses_length": 4})
+    late_after = cal.late_after_day
+    assert late_after == 28 + cal.estimate.range_days
+    assert cal.position(D + days(3)).phase == "menstrual"  # menses_length days when open
+    assert cal.position(D + days(4)).phase == "follicular"
+    assert cal.position(D + days(late_after - 1)).phase == "luteal"
+    assert cal.position(D + days(late_after)).phase == "late"
+
+
+def test_outlook_gives_the_next_start_its_range_and_the_fertile_window():
+    starts = [D + days(29 * k) for k in range(6)]
+    cal = calendar(*[(start, None) for start in starts])
+    last = starts[-1]
+    outlook = cal.outlook(last + days(10))
+    assert outlook["length_estimate"] == 29
+    assert outlook["last_period_start"] == last
+    assert outlook["next_period_start"] == last + days(29)
+    low, high = outlook["next_period_range"]
+    assert low < last + days(29) < high
+    assert (high - low).days == 2 * cal.estimate.range_days
+    assert outlook["days_until_next_period"] == 19
+    ovulation = last + days(29 - 14 - 1)  # day 15 of the cycle
+    assert outlook["fertile_window"] == [ovulation - days(5), ovulation + days(1)]
+
+
+def test_outlook_without_periods_still_estimates_the_length_from_the_profile():
+    outlook = calendar(profile={"cycle_length": 32}).outlook(D)
+    assert outlook["length_estimate"] == 32
+    assert outlook["next_period_start"] is None and outlook["fertile_window"] is None
+
+
+def test_overlap_treats_an_open_period_as_menses_length_days():
+    cal = calendar((D, None), (D + days(40), D + days(44)))
+    span = planher.PeriodSpan
+    assert cal.overlapping(span(D + days(4), None)).start == D
+    assert cal.overlapping(span(D + days(5), D + days(6))) is None
+    assert cal.overlapping(span(D + days(35), D + days(40))).start == D + days(40)
+    assert cal.overlapping(span(D + days(41), None), ignore_start=D + days(40)) is None
+
+
+def test_period_problems_name_each_broken_rule():
+    today = D
+    assert planher.period_problems(D - days(3), D, today) == []
+    assert planher.period_problems(D + days(1), None, today) == []
+    assert [f for f, _ in planher.period_problems(D + days(2), None, today)] == ["start_date"]
+    assert [f for f, _ in planher.period_problems(D, D - days(1), today)] == ["end_date"]
+    assert [f for f, _ in planher.period_problems(D - days(20), D - days(5), today)] == ["end_date"]
+    assert planher.period_problems(D - days(20), D - days(6), today) == []
+
+
+@pytest.mark.parametrize(
+    "height, weight, value, category",
+    [(165, 50.2, 18.4, "underweight"), (165, 60, 22.0, "normal"), (180, 90, 27.8, "overweight"),
+     (160, 90, 35.2, "obese")],
+)
+def test_bmi_and_its_who_class(height, weight, value, category):
+    assert planher.bmi(height, weight) == value
+    assert planher.bmi_category(value) == category
+
+
+def test_weights_round_half_up_to_two_decimals():
+    assert planher.round_half_up(72.345, 2) == 72.35
+    assert planher.round_half_up(18.475, 1) == 18.5

@@ -1,5 +1,7 @@
 """Moods: GET/POST /moods/, PUT/DELETE /moods/{id} (replaces the old /daily_mood)."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from conftest import create_account, day
@@ -142,3 +144,15 @@ def test_another_users_mood_is_404_for_every_method_and_stays_unchanged(client, 
 def test_moods_need_a_token(client):
     for method, path in [("GET", "/moods"), ("POST", "/moods/"), ("PUT", "/moods/1"), ("DELETE", "/moods/1")]:
         assert client.request(method, path).status_code == 401
+
+
+def test_concurrent_posts_for_one_date_store_exactly_one(client, account):
+    def post(level: int) -> int:
+        body = {"date": day(-30), "energy_level": level % 3}
+        return client.post("/moods/", headers=account.headers, json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(post, range(8)))
+    assert statuses == [201] + [409] * 7
+    listed = client.get(f"/moods/?from={day(-30)}&to={day(-30)}", headers=account.headers)
+    assert listed.headers["X-Total-Count"] == "1"

@@ -1,5 +1,7 @@
 """Periods: GET/POST /periods/, PUT/DELETE /periods/{id}."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from conftest import create_account, day
@@ -214,3 +216,14 @@ def test_another_users_period_is_404_for_every_method_and_stays_unchanged(client
 def test_periods_need_a_token(client):
     for method, path in [("GET", "/periods/"), ("POST", "/periods/"), ("PUT", "/periods/1"), ("DELETE", "/periods/1")]:
         assert client.request(method, path).status_code == 401
+
+
+def test_concurrent_overlapping_posts_store_exactly_one(client, account):
+    def post(offset: int) -> int:
+        body = {"start_date": day(-300 + offset), "end_date": day(-296 + offset)}
+        return client.post("/periods/", headers=account.headers, json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        statuses = sorted(pool.map(post, range(5)))  # every two of them overlap
+    assert statuses == [201] + [409] * 4
+    assert client.get(f"/periods/?to={day(-250)}", headers=account.headers).headers["X-Total-Count"] == "1"
