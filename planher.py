@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -22,10 +23,12 @@ import decimal
 import functools
 import getpass
 import hashlib
+import io
 import json
 import logging
 import math
 import os
+import random
 import re
 import secrets
 import sqlite3
@@ -40,8 +43,14 @@ import asyncpg
 import bcrypt
 import databases
 import itsdangerous
+import joblib
+import numpy as np
+import sklearn
 import sqlalchemy as sa
 from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTransaction
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.applications import Starlette
@@ -87,6 +96,7 @@ DEFAULT_CORS_ORIGINS = (
     "http://127.0.0.1:5173",
 )
 
+MODEL_CACHE_SIZE = 512  # loaded energy models kept in memory per process (~40 KB each)
 MAX_BODY_BYTES = 1024 * 1024
 SQLITE_POOL_SIZE = 8
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -121,6 +131,9 @@ DEFAULT_CYCLE_LENGTH = 28
 DEFAULT_LUTEAL_LENGTH = 14
 DEFAULT_MENSES_LENGTH = 5
 DEFAULT_NUMBER_OF_PEAK = 2
+DEMO_DAYS = 180
+DEFAULT_FORECAST_DAYS = 28
+MAX_FORECAST_DAYS = 90
 OVULATORY_HALF_WIDTH = 1  # the ovulatory phase is ovulation day ± 1
 FERTILE_DAYS_BEFORE_OVULATION = 5
 FERTILE_DAYS_AFTER_OVULATION = 1
@@ -146,6 +159,7 @@ class Settings:
     refresh_token_ttl_s: int = REFRESH_TOKEN_TTL_S
     bcrypt_rounds: int = BCRYPT_ROUNDS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    model_cache_size: int = MODEL_CACHE_SIZE
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -162,6 +176,7 @@ class Settings:
             bcrypt_rounds=config("BCRYPT_ROUNDS", cast=int, default=BCRYPT_ROUNDS),
             cors_origins=_comma_separated(config("CORS_ORIGINS", default=""))
             or DEFAULT_CORS_ORIGINS,
+            model_cache_size=config("MODEL_CACHE_SIZE", cast=int, default=MODEL_CACHE_SIZE),
         )
 
     @property
@@ -258,6 +273,7 @@ daily_moods = sa.Table(
     _timestamp_column("created_at"),
     _timestamp_column("updated_at"),
     sa.Index("ix_daily_moods_user_date", "user_id", "date", unique=True),
+    sa.Index("ix_daily_moods_updated_at", "updated_at"),
 )
 
 user_models = sa.Table(
@@ -267,14 +283,22 @@ user_models = sa.Table(
     _user_id_column(nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("model_type", sa.String(32), nullable=False),
+    sa.Column("shipped", sa.Boolean, nullable=False),
     sa.Column("cv_accuracy", sa.Float, nullable=False),
     sa.Column("baseline_accuracy", sa.Float, nullable=False),
     sa.Column("n_samples", sa.Integer, nullable=False),
     sa.Column("candidates", sa.String(2000), nullable=False),
     sa.Column("sklearn_version", sa.String(32), nullable=False),
-    sa.Column("model_blob", sa.LargeBinary, nullable=False),
+    sa.Column("model_blob", sa.LargeBinary),
     _timestamp_column("trained_at"),
     sa.Index("ix_user_models_user_version", "user_id", "version", unique=True),
+)
+
+model_training_claims = sa.Table(
+    "model_training_claims",
+    metadata,
+    sa.Column("subject", sa.String(32), primary_key=True),
+    _timestamp_column("claimed_at"),
 )
 
 predictions = sa.Table(
@@ -329,8 +353,8 @@ UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.exceptions.UniqueViolationE
 
 
 def utc_now() -> dt.datetime:
-    """The current UTC time as stored: naive, microseconds dropped."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    """The current UTC time as stored: naive (responses show it to the second)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def format_timestamp(value: dt.datetime | None) -> str | None:
@@ -1015,9 +1039,17 @@ class PeriodSpan:
 
 
 @dataclasses.dataclass(frozen=True)
-class CyclePosition:
+class CycleDay:
+    """Where a date falls in her cycle."""
+
     day_of_cycle: int
     phase: str
+    cycle_length: int  # the cycle's real length once it is over, else the estimate
+    start: dt.date | None  # the cycle's first day, recorded or projected; None if unknown
+
+    @property
+    def days_until_next_period(self) -> int:
+        return self.cycle_length - self.day_of_cycle + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1028,19 +1060,21 @@ class CycleCalendar:
     estimate: CycleLengthEstimate
     luteal_length: int
     menses_length: int
+    profile: Mapping[str, Any] | None = None
 
     @classmethod
     def build(cls, periods: Iterable[PeriodSpan], profile: Mapping[str, Any] | None = None):
-        profile = profile or {}
+        known = profile or {}
         ordered = tuple(sorted(periods, key=lambda period: period.start))
-        prior_length = profile.get("cycle_length", DEFAULT_CYCLE_LENGTH)
+        prior_length = known.get("cycle_length", DEFAULT_CYCLE_LENGTH)
         return cls(
             periods=ordered,
             estimate=estimate_cycle_length(
                 cycle_lengths(period.start for period in ordered), prior_length
             ),
-            luteal_length=profile.get("luteal_length", DEFAULT_LUTEAL_LENGTH),
-            menses_length=profile.get("menses_length", DEFAULT_MENSES_LENGTH),
+            luteal_length=known.get("luteal_length", DEFAULT_LUTEAL_LENGTH),
+            menses_length=known.get("menses_length", DEFAULT_MENSES_LENGTH),
+            profile=profile,
         )
 
     def _index_on_or_before(self, date: dt.date) -> int | None:
@@ -1060,24 +1094,40 @@ class CycleCalendar:
     def late_after_day(self) -> int:
         return self.estimate.length + self.estimate.range_days
 
-    def position(self, date: dt.date) -> CyclePosition | None:
-        """Day of cycle and phase from the recorded periods; None if they do not cover the
-        date (no period start before it, or more than CYCLE_MAX_DAYS since the last one)."""
+    def cycle_day(self, date: dt.date, today: dt.date | None = None) -> CycleDay | None:
+        """Day of cycle and phase on `date`, or None when her periods do not cover it (no
+        start before it, or more than CYCLE_MAX_DAYS since the last one).
+
+        Past dates use the recorded periods. Dates after `today` (when given) are projected:
+        cycles of the estimated length follow her latest period, unless she is already late
+        today, in which case nobody can say when the next one comes and she stays late.
+        """
         index = self._index_on_or_before(date)
         if index is None:
             return None
         period = self.periods[index]
-        day = (date - period.start).days + 1
-        if day > CYCLE_MAX_DAYS:
-            return None
-        bleeding_days = (self.effective_end(period) - period.start).days + 1
         length = self.cycle_length_from(period.start)
         if length is not None and length <= CYCLE_MAX_DAYS:
             # A completed cycle: its real length places ovulation; it cannot be late.
-            return CyclePosition(
-                day, phase_on_day(day, length, bleeding_days, self.luteal_length)
+            day = (date - period.start).days + 1
+            bleeding_days = (self.effective_end(period) - period.start).days + 1
+            return CycleDay(
+                day,
+                phase_on_day(day, length, bleeding_days, self.luteal_length),
+                length,
+                period.start,
             )
-        return CyclePosition(day, self.phase_on_open_cycle_day(day, bleeding_days))
+        start, bleeding_days = period.start, (self.effective_end(period) - period.start).days + 1
+        estimated = self.estimate.length
+        if today is not None and date > today and (today - start).days < self.late_after_day:
+            cycles_ahead = (date - start).days // estimated
+            if cycles_ahead:
+                start += dt.timedelta(days=cycles_ahead * estimated)
+                bleeding_days = self.menses_length
+        day = (date - start).days + 1
+        if day > CYCLE_MAX_DAYS:
+            return None
+        return CycleDay(day, self.phase_on_open_cycle_day(day, bleeding_days), estimated, start)
 
     def phase_on_open_cycle_day(self, day_of_cycle: int, bleeding_days: int | None = None) -> str:
         """The phase on a day of a cycle whose end is not recorded yet."""
@@ -1099,23 +1149,24 @@ class CycleCalendar:
                 return period
         return None
 
-    def outlook(self, date: dt.date) -> dict[str, Any]:
-        """The contract's `cycle` block, seen from `date`."""
+    def outlook(self, date: dt.date, today: dt.date | None = None) -> dict[str, Any]:
+        """The contract's `cycle` block, seen from `date` (projected past `today`)."""
         length, range_days = self.estimate.length, self.estimate.range_days
-        index = self._index_on_or_before(date)
-        if index is None:
+        cycle = self.cycle_day(date, today)
+        if cycle is None:
+            index = self._index_on_or_before(date)
             return {
                 "length_estimate": length,
-                "last_period_start": None,
+                "last_period_start": None if index is None else self.periods[index].start,
                 "next_period_start": None,
                 "next_period_range": None,
                 "days_until_next_period": None,
                 "fertile_window": None,
             }
-        last_start = self.periods[index].start
-        next_start = last_start + dt.timedelta(days=length)
+        last_start = cycle.start
+        next_start = last_start + dt.timedelta(days=cycle.cycle_length)
         # Day d of the cycle is start + d − 1; ovulation is day `length − luteal_length`.
-        ovulation = last_start + dt.timedelta(days=length - self.luteal_length - 1)
+        ovulation = last_start + dt.timedelta(days=cycle.cycle_length - self.luteal_length - 1)
         return {
             "length_estimate": length,
             "last_period_start": last_start,
@@ -1178,6 +1229,292 @@ def bmi_category(bmi_value: float) -> str:
     if bmi_value < 25:
         return "normal"
     return "overweight" if bmi_value < 30 else "obese"
+
+
+# ── Energy models ────────────────────────────────────────────────────────────────────────
+
+ENERGY_LABELS = ("low", "medium", "high")  # energy_level 0, 1, 2
+
+# P(low, medium, high) by phase, served while no model can be: energy tends to be lowest
+# during menses and highest around ovulation. None is "phase unknown".
+PHASE_PRIOR = {
+    "menstrual": (0.55, 0.35, 0.10),
+    "follicular": (0.15, 0.40, 0.45),
+    "ovulatory": (0.10, 0.30, 0.60),
+    "luteal": (0.30, 0.50, 0.20),
+    "late": (0.35, 0.45, 0.20),
+    None: (0.30, 0.40, 0.30),
+}
+# The demo generator's true distribution: known, so its best possible accuracy is too.
+DEMO_ENERGY_BY_PHASE = {
+    "menstrual": (0.75, 0.20, 0.05),
+    "follicular": (0.10, 0.30, 0.60),
+    "ovulatory": (0.05, 0.15, 0.80),
+    "luteal": (0.20, 0.65, 0.15),
+    "late": (0.40, 0.50, 0.10),
+}
+
+TYPICAL_BMI = 22.0
+PERSONAL_MIN_DAYS = 10  # labelled days (a mood whose cycle position is known)
+MIN_DISTINCT_LEVELS = 2
+POPULATION_MIN_DAYS = 30
+POPULATION_MAX_SAMPLES = 20_000  # the most recent labelled days of all users
+RETRAIN_AFTER_CHANGED_MOODS = 5
+POPULATION_RETRAIN_AFTER_CHANGED_MOODS = 25
+CV_MAX_FOLDS = 5
+TRAINING_CLAIM_TIMEOUT_S = 10 * 60  # a claim older than this belongs to a crashed trainer
+MODEL_SIGNATURE_SALT = "planher.energy-model"
+# Small on purpose: a user has at most a few hundred labelled days, and every cached model
+# costs memory (see README for the measured sizes).
+# Energy follows the phase, a low-dimensional signal, and a woman has 10 to a few hundred
+# labelled days: shallow, well-populated trees generalize best here (and stay small).
+RANDOM_FOREST_PARAMS = {"n_estimators": 50, "max_depth": 3, "min_samples_leaf": 5, "random_state": 0}
+HIST_GRADIENT_BOOSTING_PARAMS = {
+    "max_iter": 50, "max_depth": 2, "min_samples_leaf": 8, "learning_rate": 0.05, "random_state": 0
+}
+
+
+def mood_cycle_day(calendar: CycleCalendar, date: dt.date, given_day: int | None) -> CycleDay | None:
+    """Where a mood's date falls: from her periods when they cover it, else from the day of
+    cycle she gave (in a cycle of the estimated length), else unknown."""
+    cycle = calendar.cycle_day(date)
+    if cycle is not None or given_day is None:
+        return cycle
+    return CycleDay(
+        given_day, calendar.phase_on_open_cycle_day(given_day), calendar.estimate.length, None
+    )
+
+
+def cycle_features(cycle: CycleDay) -> list[float]:
+    """Day of cycle, its place in the cycle as an angle (so day 28 sits next to day 1),
+    days until the next period, and the phase one-hot."""
+    angle = 2 * math.pi * (cycle.day_of_cycle - 1) / cycle.cycle_length
+    return [
+        float(cycle.day_of_cycle),
+        math.sin(angle),
+        math.cos(angle),
+        float(cycle.days_until_next_period),
+        *(float(cycle.phase == phase) for phase in PHASES),
+    ]
+
+
+def profile_features(profile: Mapping[str, Any] | None) -> list[float]:
+    """What sets one woman apart from another: only the population model uses these. A
+    woman without a profile gets the defaults (and a typical BMI), flagged as such."""
+    if profile is None:
+        return [0.0, TYPICAL_BMI, DEFAULT_CYCLE_LENGTH, DEFAULT_LUTEAL_LENGTH,
+                DEFAULT_MENSES_LENGTH, 0.0, DEFAULT_NUMBER_OF_PEAK]
+    return [
+        1.0,
+        bmi(profile["height_cm"], profile["weight_kg"]),
+        float(profile["cycle_length"]),
+        float(profile["luteal_length"]),
+        float(profile["menses_length"]),
+        float(profile["unusual_bleeding"]),
+        float(profile["number_of_peak"]),
+    ]
+
+
+def energy_features(cycle: CycleDay, profile: Mapping | None, with_profile: bool) -> list[float]:
+    return cycle_features(cycle) + (profile_features(profile) if with_profile else [])
+
+
+def labelled_days(calendar: CycleCalendar, moods: Iterable[Mapping[str, Any]]):
+    """(cycle day, energy level) for each mood whose cycle position is known."""
+    for mood in moods:
+        cycle = mood_cycle_day(calendar, mood["date"], mood["day_of_cycle"])
+        if cycle is not None:
+            yield cycle, mood["energy_level"]
+
+
+def days_missing_for_a_model(levels: Sequence[int], min_days: int = PERSONAL_MIN_DAYS) -> int:
+    """How many more labelled days are needed before a model can train (0: enough). One
+    more day is needed if every day so far has the same level."""
+    if len(levels) >= min_days and len(set(levels)) >= MIN_DISTINCT_LEVELS:
+        return 0
+    return max(min_days - len(levels), 1)
+
+
+def cross_validation_for(levels: Sequence[int]):
+    """Stratified k-fold with k adapted to the data: at most CV_MAX_FOLDS, and no more than
+    the rarest level has days (plain shuffled k-fold if it has only one)."""
+    rarest = min(collections.Counter(levels).values())
+    if rarest >= 2:
+        return StratifiedKFold(n_splits=min(CV_MAX_FOLDS, rarest), shuffle=True, random_state=0)
+    return KFold(n_splits=min(CV_MAX_FOLDS, len(levels) // 2), shuffle=True, random_state=0)
+
+
+def model_candidates() -> dict[str, Any]:
+    return {
+        "random_forest": RandomForestClassifier(**RANDOM_FOREST_PARAMS),
+        "hist_gradient_boosting": HistGradientBoostingClassifier(**HIST_GRADIENT_BOOSTING_PARAMS),
+        "majority": DummyClassifier(strategy="most_frequent"),
+    }
+
+
+def choose_model(scores: Mapping[str, float]) -> tuple[str, bool]:
+    """The best candidate by CV accuracy, and whether it beats the majority baseline (a
+    model that does not is never shipped)."""
+    best = max((name for name in scores if name != "majority"), key=lambda name: scores[name])
+    return best, scores[best] > scores["majority"]
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    model_type: str
+    shipped: bool
+    cv_accuracy: float
+    baseline_accuracy: float
+    n_samples: int
+    candidates: list[dict[str, Any]]
+    estimator: Any  # fitted on every sample when shipped, else None
+
+
+def train_energy_model(features: Sequence[Sequence[float]], levels: Sequence[int]) -> TrainingResult:
+    """Cross-validate every candidate, pick one, fit it on everything. CPU-bound: call it in
+    a worker thread."""
+    X, y = np.asarray(features, dtype=float), np.asarray(levels)
+    splitter = cross_validation_for(levels)
+    candidates = model_candidates()
+    scores = {
+        name: float(cross_val_score(estimator, X, y, cv=splitter, scoring="accuracy").mean())
+        for name, estimator in candidates.items()
+    }
+    best, shipped = choose_model(scores)
+    return TrainingResult(
+        model_type=best,
+        shipped=shipped,
+        cv_accuracy=round(scores[best], 4),
+        baseline_accuracy=round(scores["majority"], 4),
+        n_samples=len(y),
+        candidates=[{"type": name, "cv_accuracy": round(score, 4)} for name, score in scores.items()],
+        estimator=candidates[best].fit(X, y) if shipped else None,
+    )
+
+
+def serialize_model(estimator: Any, signer: itsdangerous.Signer) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(estimator, buffer, compress=3)
+    return signer.sign(buffer.getvalue())
+
+
+def deserialize_model(blob: bytes, signer: itsdangerous.Signer) -> Any:
+    """Loading a pickle runs code: only bytes that carry our own signature are loaded."""
+    return joblib.load(io.BytesIO(signer.unsign(blob)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyModel:
+    """What serves an energy prediction: a trained estimator, or the phase prior."""
+
+    source: str  # personal | population | phase_prior
+    estimator: Any = None
+    with_profile: bool = False
+    version: int | None = None
+    model_type: str = "phase_prior"
+    trained_at: dt.datetime | None = None
+    n_samples: int = 0
+    cv_accuracy: float | None = None
+    baseline_accuracy: float | None = None
+
+    def block(self) -> dict[str, Any]:
+        """The contract's `model` block."""
+        return {
+            "source": self.source,
+            "version": self.version,
+            "type": self.model_type,
+            "trained_at": self.trained_at,
+            "n_samples": self.n_samples,
+            "cv_accuracy": self.cv_accuracy,
+            "baseline_accuracy": self.baseline_accuracy,
+        }
+
+
+PHASE_PRIOR_MODEL = EnergyModel(source="phase_prior")
+
+
+def predict_energy(
+    model: EnergyModel, cycles: Sequence[CycleDay | None], profile: Mapping | None
+) -> list[tuple[tuple[float, float, float], EnergyModel]]:
+    """P(low, medium, high) for each day, with the model that gave it, in one batch. A day
+    whose cycle position is unknown gets the phase prior."""
+    known = [index for index, cycle in enumerate(cycles) if cycle is not None]
+    results = [(PHASE_PRIOR[None], PHASE_PRIOR_MODEL)] * len(cycles)
+    if model.estimator is None:
+        for index in known:
+            results[index] = (PHASE_PRIOR[cycles[index].phase], model)
+        return results
+    if known:
+        rows = [energy_features(cycles[index], profile, model.with_profile) for index in known]
+        probabilities = model.estimator.predict_proba(np.asarray(rows, dtype=float))
+        for index, row in zip(known, probabilities):
+            by_level = dict(zip(model.estimator.classes_.tolist(), row.tolist()))
+            results[index] = (tuple(by_level.get(level, 0.0) for level in range(3)), model)
+    return results
+
+
+def energy_json(probabilities: Sequence[float]) -> dict[str, Any]:
+    rounded = [round(p, 3) for p in probabilities]
+    level = max(range(3), key=lambda index: probabilities[index])
+    rounded[level] = round(1 - sum(rounded) + rounded[level], 3)  # so they sum to 1
+    return {
+        "level": level,
+        "label": ENERGY_LABELS[level],
+        "confidence": rounded[level],
+        "probabilities": dict(zip(ENERGY_LABELS, rounded)),
+    }
+
+
+class ModelCache:
+    """Loaded models by subject ('user:<id>', 'population'), least recently used first out.
+    Each entry remembers its version, so a retrain elsewhere is noticed on the next lookup."""
+
+    def __init__(self, max_models: int) -> None:
+        self.max_models = max_models
+        self._models: collections.OrderedDict[str, EnergyModel] = collections.OrderedDict()
+
+    def get(self, subject: str, version: int) -> EnergyModel | None:
+        model = self._models.get(subject)
+        if model is None or model.version != version:
+            return None
+        self._models.move_to_end(subject)
+        return model
+
+    def put(self, subject: str, model: EnergyModel) -> None:
+        self._models[subject] = model
+        self._models.move_to_end(subject)
+        while len(self._models) > self.max_models:
+            self._models.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def generate_demo_history(days: int, today: dt.date, seed: int = 0):
+    """Realistic periods and daily energy for `days` days up to `today`: cycles of 26–32
+    days, periods of 4–6, and each day's energy drawn from DEMO_ENERGY_BY_PHASE for the
+    phase the service itself computes. Returns (periods, [(date, level)])."""
+    rng = random.Random(seed)
+    first = today - dt.timedelta(days=days - 1)
+    start = first - dt.timedelta(days=rng.randint(0, 20))
+    periods = []
+    while start <= today:
+        periods.append(PeriodSpan(start, min(start + dt.timedelta(days=rng.randint(3, 5)), today)))
+        start += dt.timedelta(days=rng.choice((26, 27, 28, 28, 29, 29, 30, 31, 32)))
+    calendar = CycleCalendar.build(periods)
+    moods = []
+    for offset in range(days):
+        date = first + dt.timedelta(days=offset)
+        phase = calendar.cycle_day(date).phase
+        moods.append((date, rng.choices(range(3), weights=DEMO_ENERGY_BY_PHASE[phase])[0]))
+    return periods, moods
+
+
+def bayes_rate(phases: Iterable[str]) -> float:
+    """The best accuracy any model can reach on days drawn from DEMO_ENERGY_BY_PHASE: it
+    knows the phase and guesses its most likely level."""
+    phases = list(phases)
+    return sum(max(DEMO_ENERGY_BY_PHASE[phase]) for phase in phases) / len(phases)
 
 
 # ── Handlers: auth ───────────────────────────────────────────────────────────────────────
@@ -1416,7 +1753,12 @@ async def export_me(request: Request) -> Response:
     profile = await fetch_profile(database, user_id)
     periods = await owned(period_records, period_records.c.start_date.desc())
     moods = await owned(daily_moods, daily_moods.c.date.desc())
-    served = await owned(predictions, predictions.c.date.desc(), predictions.c.id.desc())
+    served = await database.fetch_all(
+        sa.select(*HISTORY_COLUMNS)
+        .select_from(HISTORY_SOURCE)
+        .where(predictions.c.user_id == user_id)
+        .order_by(predictions.c.date.desc(), predictions.c.id.desc())
+    )
     models = await database.fetch_all(
         sa.select(*MODEL_METADATA_COLUMNS)
         .where(user_models.c.user_id == user_id)
@@ -1425,14 +1767,13 @@ async def export_me(request: Request) -> Response:
     calendar = CycleCalendar.build(
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods], profile
     )
-    energy_on = {row["date"]: row["energy_level"] for row in moods}
     return APIResponse(
         {
             "user": user_json(request.user.account),
             "profile": None if profile is None else profile_json(profile),
             "periods": [period_json(row, calendar) for row in periods],
             "moods": [mood_json(row, calendar) for row in moods],
-            "predictions": [prediction_json(row, energy_on.get(row["date"])) for row in served],
+            "predictions": [history_json(row) for row in served],
             "models": [model_json(row) for row in models],
         }
     )
@@ -1584,8 +1925,15 @@ async def delete_owned(request: Request, table: sa.Table, what: str) -> Response
     return Response(status_code=204)
 
 
-async def list_page(request: Request, table: sa.Table, date_column: sa.Column) -> tuple[list, int]:
-    """One page of her rows, newest first, with the total count for X-Total-Count."""
+async def list_page(
+    request: Request,
+    table: sa.Table,
+    date_column: sa.Column,
+    columns: Sequence[Any] | None = None,
+    source: Any = None,
+) -> tuple[list, int]:
+    """One page of her rows of `table` (selecting `columns` from `source`, a join, when
+    given), newest first, with the total count for X-Total-Count."""
     query = parse_query(request, ListQuery)
     condition = table.c.user_id == request.user.id
     if query.from_date is not None:
@@ -1595,7 +1943,8 @@ async def list_page(request: Request, table: sa.Table, date_column: sa.Column) -
     database = request.app.state.database
     total = await database.fetch_val(sa.select(sa.func.count()).select_from(table).where(condition))
     rows = await database.fetch_all(
-        table.select()
+        sa.select(*(columns or table.c))
+        .select_from(table if source is None else source)
         .where(condition)
         .order_by(date_column.desc(), table.c.id.desc())
         .limit(query.limit)
@@ -1677,27 +2026,13 @@ async def delete_period(request: Request) -> Response:
 
 # ── Handlers: moods ──────────────────────────────────────────────────────────────────────
 
-ENERGY_LABELS = ("low", "medium", "high")
-
-
-def mood_position(calendar: CycleCalendar, date: dt.date, given_day: int | None):
-    """Day of cycle and phase: from her periods when they cover the date, else from the
-    day of cycle she gave, else unknown."""
-    position = calendar.position(date)
-    if position is not None:
-        return position.day_of_cycle, position.phase
-    if given_day is not None:
-        return given_day, calendar.phase_on_open_cycle_day(given_day)
-    return None, None
-
-
 def mood_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
-    day_of_cycle, phase = mood_position(calendar, row["date"], row["day_of_cycle"])
+    cycle = mood_cycle_day(calendar, row["date"], row["day_of_cycle"])
     return {
         "id": row["id"],
         "date": row["date"],
-        "day_of_cycle": day_of_cycle,
-        "phase": phase,
+        "day_of_cycle": None if cycle is None else cycle.day_of_cycle,
+        "phase": None if cycle is None else cycle.phase,
         "energy_level": row["energy_level"],
         "energy_label": ENERGY_LABELS[row["energy_level"]],
         "notes": row["notes"],
@@ -1747,6 +2082,7 @@ async def create_mood(request: Request) -> Response:
             )
     except UNIQUE_VIOLATIONS:
         raise HTTPException(409, detail=f"A mood is already logged for {fields['date']}") from None
+    request.app.state.trainer.schedule(user_id)
     return APIResponse(mood_json(row, await load_calendar(database, user_id)), status_code=201)
 
 
@@ -1768,12 +2104,15 @@ async def update_mood(request: Request) -> Response:
             .values(**changes, updated_at=utc_now())
             .returning(*daily_moods.c)
         )
+    request.app.state.trainer.schedule(user_id)
     return APIResponse(mood_json(row, await load_calendar(database, user_id)))
 
 
 @login_required
 async def delete_mood(request: Request) -> Response:
-    return await delete_owned(request, daily_moods, "Mood")
+    response = await delete_owned(request, daily_moods, "Mood")
+    request.app.state.trainer.schedule(request.user.id)
+    return response
 
 
 # ── Handlers: predictions ────────────────────────────────────────────────────────────────
@@ -1781,8 +2120,346 @@ async def delete_mood(request: Request) -> Response:
 MODEL_METADATA_COLUMNS = [column for column in user_models.c if column.name != "model_blob"]
 
 
-def prediction_json(row: Mapping[str, Any], actual_level: int | None) -> dict[str, Any]:
+def model_subject(user_id: int | None) -> str:
+    return "population" if user_id is None else f"user:{user_id}"
+
+
+def owner_condition(user_id: int | None) -> Any:
+    """Her models, or the population model's (no owner)."""
+    return user_models.c.user_id.is_(None) if user_id is None else user_models.c.user_id == user_id
+
+
+async def newest_model_row(database: Database, user_id: int | None, shipped_only: bool) -> Any:
+    condition = owner_condition(user_id)
+    if shipped_only:
+        condition &= user_models.c.shipped.is_(True)
+    return await database.fetch_one(
+        sa.select(*MODEL_METADATA_COLUMNS)
+        .where(condition)
+        .order_by(user_models.c.version.desc())
+        .limit(1)
+    )
+
+
+async def active_model(app: Starlette, user_id: int) -> EnergyModel:
+    """Her personal model if one is shipped, else the population model, else the phase
+    prior. One cheap query per level checks the shipped version, so a model retrained by
+    another worker replaces the cached one at once; only a new version is loaded."""
+    database, cache = app.state.database, app.state.model_cache
+    for owner, source in ((user_id, "personal"), (None, "population")):
+        row = await newest_model_row(database, owner, shipped_only=True)
+        if row is None:
+            continue
+        subject = model_subject(owner)
+        if row["sklearn_version"] != sklearn.__version__:
+            app.state.trainer.schedule(owner)  # saved by another scikit-learn: retrain
+            continue
+        model = cache.get(subject, row["version"])
+        if model is None:
+            blob = await database.fetch_val(
+                sa.select(user_models.c.model_blob).where(user_models.c.id == row["id"])
+            )
+            try:
+                estimator = await run_in_threadpool(deserialize_model, blob, app.state.model_signer)
+            except Exception as error:  # a foreign or tampered blob is never unpickled
+                logger.warning(
+                    "%s model version %s refused (%s); retraining it",
+                    subject,
+                    row["version"],
+                    type(error).__name__,
+                )
+                await database.execute(  # no instance tries it again
+                    user_models.update()
+                    .where(user_models.c.id == row["id"])
+                    .values(shipped=False, model_blob=None)
+                )
+                app.state.trainer.schedule(owner, force=True)
+                continue
+            model = EnergyModel(
+                source=source,
+                estimator=estimator,
+                with_profile=owner is None,
+                version=row["version"],
+                model_type=row["model_type"],
+                trained_at=row["trained_at"],
+                n_samples=row["n_samples"],
+                cv_accuracy=row["cv_accuracy"],
+                baseline_accuracy=row["baseline_accuracy"],
+            )
+            cache.put(subject, model)
+        return model
+    return PHASE_PRIOR_MODEL
+
+
+async def training_samples(database: Database, user_id: int | None):
+    """Her labelled days, or (user_id None) the most recent labelled days of everyone, as
+    (cycle day, profile, level)."""
+    mood_columns = [daily_moods.c.user_id, daily_moods.c.date, daily_moods.c.day_of_cycle, daily_moods.c.energy_level]
+    if user_id is not None:
+        moods = await database.fetch_all(sa.select(*mood_columns).where(daily_moods.c.user_id == user_id))
+        calendars = {user_id: await load_calendar(database, user_id)}
+    else:
+        moods = await database.fetch_all(
+            sa.select(*mood_columns).order_by(daily_moods.c.date.desc()).limit(POPULATION_MAX_SAMPLES)
+        )
+        calendars = await load_all_calendars(database, {mood["user_id"] for mood in moods})
+    by_user = collections.defaultdict(list)
+    for mood in moods:
+        by_user[mood["user_id"]].append(mood)
+    return [
+        (cycle, calendars[owner].profile, level)
+        for owner, owned in by_user.items()
+        for cycle, level in labelled_days(calendars[owner], owned)
+    ]
+
+
+async def load_all_calendars(database: Database, user_ids: set[int]) -> dict[int, CycleCalendar]:
+    periods = await database.fetch_all(
+        sa.select(period_records.c.user_id, period_records.c.start_date, period_records.c.end_date)
+    )
+    profiles = {row["user_id"]: as_dict(row) for row in await database.fetch_all(user_profiles.select())}
+    spans = collections.defaultdict(list)
+    for row in periods:
+        spans[row["user_id"]].append(PeriodSpan(row["start_date"], row["end_date"]))
+    return {user_id: CycleCalendar.build(spans[user_id], profiles.get(user_id)) for user_id in user_ids}
+
+
+# Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
+CLAIM_TRAINING = (
+    "INSERT INTO model_training_claims (subject, claimed_at) VALUES (:subject, :now) "
+    "ON CONFLICT (subject) DO UPDATE SET claimed_at = excluded.claimed_at "
+    "WHERE model_training_claims.claimed_at < :stale_before RETURNING subject"
+)
+
+
+@contextlib.asynccontextmanager
+async def training_claim(database: Database, subject: str):
+    """Yields whether this process may train `subject` now: the claim is a database row,
+    so it holds across every app instance."""
+    now = utc_now()
+    async with database.transaction():
+        claimed = await database.fetch_one(
+            CLAIM_TRAINING,
+            {
+                "subject": subject,
+                "now": now,
+                "stale_before": now - dt.timedelta(seconds=TRAINING_CLAIM_TIMEOUT_S),
+            },
+        )
+    try:
+        yield claimed is not None
+    finally:
+        if claimed is not None:
+            await database.execute(
+                model_training_claims.delete().where(model_training_claims.c.subject == subject)
+            )
+
+
+class TrainingBusy(Exception):
+    """Another request or instance is training this model right now."""
+
+
+async def train_and_store(
+    app: Starlette, user_id: int | None, samples: list, as_of: dt.datetime
+) -> dict[str, Any]:
+    """Train on `samples` (the data as of `as_of`) in a worker thread and store the result
+    as the next version; moods changed after `as_of` count towards the next training."""
+    database = app.state.database
+    async with training_claim(database, model_subject(user_id)) as claimed:
+        if not claimed:
+            raise TrainingBusy()
+        with_profile = user_id is None
+        features = [energy_features(cycle, profile, with_profile) for cycle, profile, _ in samples]
+        levels = [level for _, _, level in samples]
+        result = await run_in_threadpool(train_energy_model, features, levels)
+        blob = None
+        if result.shipped:
+            blob = await run_in_threadpool(serialize_model, result.estimator, app.state.model_signer)
+        async with database.transaction():
+            version = 1 + (
+                await database.fetch_val(
+                    sa.select(sa.func.coalesce(sa.func.max(user_models.c.version), 0)).where(
+                        owner_condition(user_id)
+                    )
+                )
+            )
+            row = await database.fetch_one(
+                user_models.insert()
+                .values(
+                    user_id=user_id,
+                    version=version,
+                    model_type=result.model_type,
+                    shipped=result.shipped,
+                    cv_accuracy=result.cv_accuracy,
+                    baseline_accuracy=result.baseline_accuracy,
+                    n_samples=result.n_samples,
+                    candidates=json.dumps(result.candidates),
+                    sklearn_version=sklearn.__version__,
+                    model_blob=blob,
+                    trained_at=as_of,
+                )
+                .returning(*MODEL_METADATA_COLUMNS)
+            )
+    logger.info(
+        "trained %s model version %s: %s, shipped=%s",
+        model_subject(user_id),
+        version,
+        result.model_type,
+        result.shipped,
+    )
+    return as_dict(row)
+
+
+async def changed_moods_since(database: Database, user_id: int | None, since: dt.datetime | None) -> int:
+    condition = sa.true() if user_id is None else daily_moods.c.user_id == user_id
+    if since is not None:
+        condition &= daily_moods.c.updated_at >= since
+    return await database.fetch_val(sa.select(sa.func.count()).select_from(daily_moods).where(condition))
+
+
+async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = False) -> None:
+    """Retrain when enough moods changed since the last training (her own model), or
+    across everyone (the population model), or when `force`d, and there is enough data."""
+    database = app.state.database
+    last = await newest_model_row(database, user_id, shipped_only=False)
+    if not force and last is not None and last["sklearn_version"] == sklearn.__version__:
+        every = RETRAIN_AFTER_CHANGED_MOODS if user_id is not None else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
+        if await changed_moods_since(database, user_id, last["trained_at"]) < every:
+            return
+    as_of = utc_now()
+    samples = await training_samples(database, user_id)
+    minimum = PERSONAL_MIN_DAYS if user_id is not None else POPULATION_MIN_DAYS
+    if days_missing_for_a_model([level for *_, level in samples], minimum) == 0:
+        with contextlib.suppress(TrainingBusy):
+            await train_and_store(app, user_id, samples, as_of)
+
+
+class Trainer:
+    """Background training: at most one task per model in this process (and one across
+    processes, by the claim row), never on the event loop, never delaying a response."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self._running: dict[int | None, asyncio.Task] = {}
+        self._asked_again: set[int | None] = set()
+        self._forced: set[int | None] = set()
+
+    def schedule(self, user_id: int | None, force: bool = False) -> None:
+        """Consider retraining her model (and then the population model) in the background;
+        `force` retrains even if little changed (a model that could not be loaded). Asked
+        while that is running, it looks again once the running pass is done."""
+        if force:
+            self._forced.add(user_id)
+        if user_id in self._running:
+            self._asked_again.add(user_id)
+            return
+        self._running[user_id] = asyncio.get_running_loop().create_task(self._retrain(user_id))
+
+    async def _retrain(self, user_id: int | None) -> None:
+        try:
+            while True:
+                self._asked_again.discard(user_id)
+                force = user_id in self._forced
+                self._forced.discard(user_id)
+                await retrain_if_due(self.app, user_id, force)
+                if user_id is not None:
+                    await retrain_if_due(self.app, None)
+                if user_id not in self._asked_again:
+                    break
+        except Exception:
+            logger.exception("background training of %s failed", model_subject(user_id))
+        finally:
+            self._running.pop(user_id, None)
+
+    async def drain(self) -> None:
+        """Wait for every scheduled training (at shutdown, and in tests)."""
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+
+class PredictionQuery(BaseModel):
+    date: dt.date | None = None
+
+
+class ForecastQuery(BaseModel):
+    days: int = Field(DEFAULT_FORECAST_DAYS, ge=1, le=MAX_FORECAST_DAYS)
+
+
+NOTHING_TO_PREDICT_FROM = (
+    "Nothing to predict from yet: log the first day of your last period (POST /periods/) "
+    "or create your profile (POST /profiles/me)"
+)
+
+
+def prediction_json(
+    date: dt.date,
+    cycle: CycleDay | None,
+    outlook: dict[str, Any],
+    energy: tuple[tuple[float, float, float], EnergyModel],
+) -> dict[str, Any]:
+    probabilities, model = energy
+    return {
+        "date": date,
+        "day_of_cycle": None if cycle is None else cycle.day_of_cycle,
+        "phase": None if cycle is None else cycle.phase,
+        "cycle": outlook,
+        "energy": energy_json(probabilities),
+        "model": model.block(),
+    }
+
+
+async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyModel]:
+    database, user_id = request.app.state.database, request.user.id
+    calendar = await load_calendar(database, user_id)
+    if not calendar.periods and calendar.profile is None:
+        raise HTTPException(409, detail=NOTHING_TO_PREDICT_FROM)
+    return calendar, await active_model(request.app, user_id)
+
+
+@login_required
+async def current_prediction(request: Request) -> Response:
+    date = parse_query(request, PredictionQuery).date or utc_today()
+    calendar, model = await prediction_inputs(request)
+    today = utc_today()
+    cycle = calendar.cycle_day(date, today)
+    [energy] = predict_energy(model, [cycle], calendar.profile)
+    prediction = prediction_json(date, cycle, calendar.outlook(date, today), energy)
+    served = prediction["energy"]
+    await request.app.state.database.execute(
+        predictions.insert().values(
+            user_id=request.user.id,
+            date=date,
+            day_of_cycle=prediction["day_of_cycle"],
+            phase=prediction["phase"],
+            predicted_level=served["level"],
+            confidence=served["confidence"],
+            model_version=energy[1].version,
+            source=energy[1].source,
+            created_at=utc_now(),
+        )
+    )
+    return APIResponse(prediction)
+
+
+@login_required
+async def forecast(request: Request) -> Response:
+    days = parse_query(request, ForecastQuery).days
+    calendar, model = await prediction_inputs(request)
+    today = utc_today()
+    dates = [today + dt.timedelta(days=offset) for offset in range(days)]
+    cycles = [calendar.cycle_day(date, today) for date in dates]
+    energies = predict_energy(model, cycles, calendar.profile)  # one batch for all days
+    return APIResponse(
+        [
+            prediction_json(date, cycle, calendar.outlook(date, today), energy)
+            for date, cycle, energy in zip(dates, cycles, energies)
+        ]
+    )
+
+
+def history_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """A served prediction, scored against the mood of its date once there is one."""
+    actual = row["actual_level"]
     return {
         "date": row["date"],
         "day_of_cycle": row["day_of_cycle"],
@@ -1791,16 +2468,32 @@ def prediction_json(row: Mapping[str, Any], actual_level: int | None) -> dict[st
         "confidence": row["confidence"],
         "model_version": row["model_version"],
         "source": row["source"],
-        "actual_level": actual_level,
-        "hit": None if actual_level is None else actual_level == row["predicted_level"],
+        "actual_level": actual,
+        "hit": None if actual is None else actual == row["predicted_level"],
         "created_at": row["created_at"],
     }
+
+
+HISTORY_SOURCE = predictions.outerjoin(
+    daily_moods,
+    sa.and_(daily_moods.c.user_id == predictions.c.user_id, daily_moods.c.date == predictions.c.date),
+)
+HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
+
+
+@login_required
+async def prediction_history(request: Request) -> Response:
+    rows, total = await list_page(
+        request, predictions, predictions.c.date, columns=HISTORY_COLUMNS, source=HISTORY_SOURCE
+    )
+    return list_response([history_json(row) for row in rows], total)
 
 
 def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "version": row["version"],
         "type": row["model_type"],
+        "shipped": row["shipped"],
         "trained_at": row["trained_at"],
         "n_samples": row["n_samples"],
         "cv_accuracy": row["cv_accuracy"],
@@ -1808,6 +2501,26 @@ def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "candidates": json.loads(row["candidates"]),
         "sklearn_version": row["sklearn_version"],
     }
+
+
+@login_required
+async def retrain(request: Request) -> Response:
+    as_of = utc_now()
+    samples = await training_samples(request.app.state.database, request.user.id)
+    levels = [level for *_, level in samples]
+    if missing := days_missing_for_a_model(levels):
+        raise HTTPException(
+            409,
+            detail=f"Log {missing} more day{'s' if missing > 1 else ''} of energy to train "
+            f"your own model: it needs {PERSONAL_MIN_DAYS} days whose cycle day is known "
+            f"(a period logged before them), with at least {MIN_DISTINCT_LEVELS} different "
+            f"levels; you have {len(levels)}",
+        )
+    try:
+        row = await train_and_store(request.app, request.user.id, samples, as_of)
+    except TrainingBusy:
+        raise HTTPException(409, detail="Your model is being trained right now; try again in a few seconds") from None
+    return APIResponse(model_json(row))
 
 
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
@@ -1944,6 +2657,10 @@ ROUTES = [
     resource("/periods/{id:int}", put=update_period, delete=delete_period),
     *with_and_without_slash("/moods", get=list_moods, post=create_mood),
     resource("/moods/{id:int}", put=update_mood, delete=delete_mood),
+    resource("/predictions/current", get=current_prediction),
+    resource("/predictions/forecast", get=forecast),
+    resource("/predictions/history", get=prediction_history),
+    resource("/predictions/retrain", post=retrain),
     resource("/health", get=health),
 ]
 
@@ -1965,6 +2682,7 @@ async def lifespan(app: Starlette):
             secrets.token_urlsafe(16), settings.bcrypt_rounds
         )
         yield
+        await app.state.trainer.drain()
     finally:
         await database.disconnect()
 
@@ -2004,6 +2722,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.tokens = TokenSigner(
         settings.secret_keys, settings.access_token_ttl_s, settings.refresh_token_ttl_s
     )
+    app.state.model_signer = itsdangerous.Signer(
+        list(reversed(settings.secret_keys)),
+        salt=MODEL_SIGNATURE_SALT,
+        digest_method=hashlib.sha256,
+    )
+    app.state.model_cache = ModelCache(settings.model_cache_size)
+    app.state.trainer = Trainer(app)
     return app
 
 
@@ -2017,6 +2742,13 @@ async def _with_database(settings: Settings, work: Callable[[Database], Awaitabl
         return await work(database)
     finally:
         await database.disconnect()
+
+
+async def _with_app(settings: Settings, work: Callable[[Starlette], Awaitable[Any]]) -> Any:
+    """Run `work` inside the app's lifespan (database connected, migrations applied)."""
+    app = create_app(settings)
+    async with lifespan(app):
+        return await work(app)
 
 
 def _admin_password() -> str:
@@ -2053,6 +2785,43 @@ async def create_admin(database: Database, settings: Settings, email: str) -> st
     return f"Created the admin {email}."
 
 
+async def seed_demo(app: Starlette, days: int = DEMO_DAYS) -> dict[str, Any]:
+    """A demo user with `days` days of generated periods and energy, her model trained."""
+    database, now, today = app.state.database, utc_now(), utc_today()
+    email = f"demo-{secrets.token_hex(3)}@planher.example"
+    password = secrets.token_urlsafe(12)
+    password_hash = await hash_password(password, app.state.settings.bcrypt_rounds)
+    user_id = await database.fetch_val(
+        users.insert()
+        .values(email=email, password_hash=password_hash, name="Demo", role="user",
+                created_at=now, updated_at=now)
+        .returning(users.c.id)
+    )
+    stamps = {"user_id": user_id, "created_at": now, "updated_at": now}
+    await database.execute(user_profiles.insert().values(**stamps, height_cm=166, weight_kg=61.5))
+    periods, moods = generate_demo_history(days, today, seed=secrets.randbelow(10**6))
+    await database.execute_many(
+        period_records.insert(),
+        [{**stamps, "start_date": period.start, "end_date": period.end} for period in periods],
+    )
+    await database.execute_many(
+        daily_moods.insert(),
+        [{**stamps, "date": date, "energy_level": level} for date, level in moods],
+    )
+    as_of = utc_now()
+    samples = await training_samples(database, user_id)
+    model = await train_and_store(app, user_id, samples, as_of)
+    await retrain_if_due(app, None)
+    return {
+        "email": email,
+        "password": password,
+        "periods": len(periods),
+        "moods": len(moods),
+        "model": model,
+        "bayes_rate": bayes_rate(cycle.phase for cycle, _, _ in samples),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="planher.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -2062,6 +2831,10 @@ def main(argv: list[str] | None = None) -> None:
         help="create an admin account (password from PLANHER_ADMIN_PASSWORD or a prompt)",
     )
     admin_parser.add_argument("email")
+    demo_parser = commands.add_parser(
+        "demo", help="create a demo user with months of periods and energy, and print her login"
+    )
+    demo_parser.add_argument("--days", type=int, default=DEMO_DAYS)
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_environ()
@@ -2075,6 +2848,17 @@ def main(argv: list[str] | None = None) -> None:
         except ValidationError as error:
             raise SystemExit(error.errors()[0]["msg"]) from None
         print(asyncio.run(_with_database(settings, lambda db: create_admin(db, settings, email))))
+    elif arguments.command == "demo":
+        demo = asyncio.run(_with_app(settings, lambda app: seed_demo(app, arguments.days)))
+        model = demo["model"]
+        print(
+            f"Demo user: {demo['email']}  password: {demo['password']}\n"
+            f"{demo['periods']} periods and {demo['moods']} days of energy. Her model: version "
+            f"{model['version']}, {model['model_type']}, cross-validated accuracy "
+            f"{model['cv_accuracy']:.2f} against {model['baseline_accuracy']:.2f} for always "
+            f"guessing her most common level; the best any model could do on this generator "
+            f"(its Bayes rate) is {demo['bayes_rate']:.2f}."
+        )
 
 
 if __name__ == "__main__":

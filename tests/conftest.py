@@ -157,3 +157,26 @@ def account(client) -> Account:
 def day(offset: int) -> str:
     """The ISO date `offset` days from the server's today (negative: the past)."""
     return (planher.utc_today() + dt.timedelta(days=offset)).isoformat()
+
+
+def log_generated_history(
+    client: TestClient, account: Account, days: int, seed: int = 0, what=("periods", "moods")
+) -> list:
+    """Log `days` days of the demo generator's periods and energy (or only `what` of them)
+    through the API, up to today. Returns the generated moods as (date, level)."""
+    periods, moods = planher.generate_demo_history(days, planher.utc_today(), seed)
+    for period in periods if "periods" in what else []:
+        body = {"start_date": period.start.isoformat(), "end_date": period.end.isoformat()}
+        response = client.post("/periods/", headers=account.headers, json=body)
+        assert response.status_code == 201, response.text
+    for date, level in moods if "moods" in what else []:
+        response = client.post(
+            "/moods/", headers=account.headers, json={"date": date.isoformat(), "energy_level": level}
+        )
+        assert response.status_code == 201, response.text
+    return moods
+
+
+def drain_training(client: TestClient) -> None:
+    """Wait for the background trainings that the last requests scheduled."""
+    client.portal.call(client.app.state.trainer.drain)

@@ -35,8 +35,8 @@ def test_migration_files_are_numbered_in_order_without_gaps():
 def test_timestamps_are_iso_8601_utc_with_z():
     assert planher.format_timestamp(dt.datetime(2026, 11, 24, 9, 5, 7)) == "2026-11-24T09:05:07Z"
     assert planher.format_timestamp(None) is None
-    now = planher.utc_now()
-    assert now.tzinfo is None and now.microsecond == 0
+    assert planher.format_timestamp(dt.datetime(2026, 1, 2, 3, 4, 5, 678901)) == "2026-01-02T03:04:05Z"
+    assert planher.utc_now().tzinfo is None  # stored naive, always UTC
 
 
 def test_token_signer_keeps_purposes_apart_and_checks_the_payload():
@@ -127,30 +127,30 @@ def test_phase_on_each_day_of_a_28_day_cycle(day, phase):
 
 def test_day_of_cycle_counts_from_the_latest_start_on_or_before_the_date():
     cal = calendar((D, D + days(4)), (D + days(30), None))
-    assert cal.position(D - days(1)) is None
-    assert cal.position(D).day_of_cycle == 1
-    assert cal.position(D + days(29)).day_of_cycle == 30
-    assert cal.position(D + days(30)).day_of_cycle == 1
-    assert cal.position(D + days(30 + 89)).day_of_cycle == 90
-    assert cal.position(D + days(30 + 90)) is None  # too long since her last period to say
+    assert cal.cycle_day(D - days(1)) is None
+    assert cal.cycle_day(D).day_of_cycle == 1
+    assert cal.cycle_day(D + days(29)).day_of_cycle == 30
+    assert cal.cycle_day(D + days(30)).day_of_cycle == 1
+    assert cal.cycle_day(D + days(30 + 89)).day_of_cycle == 90
+    assert cal.cycle_day(D + days(30 + 90)) is None  # too long since her last period to say
 
 
 def test_a_completed_cycle_places_ovulation_by_its_real_length():
     cal = calendar((D, D + days(3)), (D + days(34), None))
-    assert cal.position(D + days(3)).phase == "menstrual"  # her logged end, day 4
-    assert cal.position(D + days(4)).phase == "follicular"
-    assert cal.position(D + days(19)).phase == "ovulatory"  # day 20 = 34 − 14
-    assert cal.position(D + days(33)).phase == "luteal"
+    assert cal.cycle_day(D + days(3)).phase == "menstrual"  # her logged end, day 4
+    assert cal.cycle_day(D + days(4)).phase == "follicular"
+    assert cal.cycle_day(D + days(19)).phase == "ovulatory"  # day 20 = 34 − 14
+    assert cal.cycle_day(D + days(33)).phase == "luteal"
 
 
 def test_an_open_cycle_becomes_late_past_the_predicted_range():
     cal = calendar((D, None), profile={"cycle_length": 28, "luteal_length": 14, "menses_length": 4})
     late_after = cal.late_after_day
     assert late_after == 28 + cal.estimate.range_days
-    assert cal.position(D + days(3)).phase == "menstrual"  # menses_length days when open
-    assert cal.position(D + days(4)).phase == "follicular"
-    assert cal.position(D + days(late_after - 1)).phase == "luteal"
-    assert cal.position(D + days(late_after)).phase == "late"
+    assert cal.cycle_day(D + days(3)).phase == "menstrual"  # menses_length days when open
+    assert cal.cycle_day(D + days(4)).phase == "follicular"
+    assert cal.cycle_day(D + days(late_after - 1)).phase == "luteal"
+    assert cal.cycle_day(D + days(late_after)).phase == "late"
 
 
 def test_outlook_gives_the_next_start_its_range_and_the_fertile_window():
@@ -207,3 +207,27 @@ def test_bmi_and_its_who_class(height, weight, value, category):
 def test_weights_round_half_up_to_two_decimals():
     assert planher.round_half_up(72.345, 2) == 72.35
     assert planher.round_half_up(18.475, 1) == 18.5
+
+
+def test_future_dates_are_projected_in_cycles_of_the_estimated_length():
+    cal = calendar((D, D + days(4)), profile={"cycle_length": 30})
+    today = D + days(10)
+    assert cal.cycle_day(D + days(29), today).day_of_cycle == 30
+    projected = cal.cycle_day(D + days(30), today)
+    assert (projected.day_of_cycle, projected.phase, projected.start) == (1, "menstrual", D + days(30))
+    assert cal.cycle_day(D + days(65), today).day_of_cycle == 6
+    outlook = cal.outlook(D + days(65), today)
+    assert outlook["last_period_start"] == D + days(60)
+    assert outlook["next_period_start"] == D + days(90)
+
+
+def test_a_woman_late_today_stays_late_in_the_projection():
+    cal = calendar((D, None))
+    today = D + days(cal.late_after_day + 2)
+    assert cal.cycle_day(today).phase == "late"
+    assert cal.cycle_day(today + days(5), today).phase == "late"
+
+
+def test_days_until_next_period_counts_down_to_the_next_start():
+    cycle = calendar((D, None)).cycle_day(D + days(20))
+    assert (cycle.day_of_cycle, cycle.cycle_length, cycle.days_until_next_period) == (21, 28, 8)

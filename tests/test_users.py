@@ -157,6 +157,7 @@ def give_user_one_row_everywhere_but_profile(client, user_id: int, today=None) -
             user_id=user_id,
             version=1,
             model_type="random_forest",
+            shipped=True,
             cv_accuracy=0.6,
             baseline_accuracy=0.4,
             n_samples=20,

@@ -1,0 +1,416 @@
+"""Predictions: current, forecast, history and retrain (replaces the old /predict)."""
+
+import datetime as dt
+import statistics
+import threading
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+import planher
+from conftest import (
+    ON_POSTGRES,
+    create_account,
+    day,
+    drain_training,
+    fresh_database_url,
+    log_generated_history,
+    make_settings,
+    run,
+)
+
+PROFILE = {"height_cm": 165, "weight_kg": 60}
+
+
+def current(client, account, query: str = "") -> dict:
+    response = client.get(f"/predictions/current{query}", headers=account.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def retrain(client, account) -> dict:
+    response = client.post("/predictions/retrain", headers=account.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def log_moods(client, account, levels_by_offset: dict[int, int]) -> None:
+    for offset, level in levels_by_offset.items():
+        response = client.post(
+            "/moods/", headers=account.headers, json={"date": day(offset), "energy_level": level}
+        )
+        assert response.status_code == 201, response.text
+
+
+def model_rows(client, user_id: int | None) -> list[dict]:
+    condition = planher.owner_condition(user_id)
+    rows = run(
+        client,
+        client.app.state.database.fetch_all,
+        sa.select(*planher.MODEL_METADATA_COLUMNS).where(condition).order_by(planher.user_models.c.version),
+    )
+    return [planher.as_dict(row) for row in rows]
+
+
+# ── current ──
+
+
+def test_without_a_period_or_a_profile_there_is_nothing_to_predict_from(client, account):
+    for path in ("/predictions/current", "/predictions/forecast"):
+        response = client.get(path, headers=account.headers)
+        assert response.status_code == 409
+        assert "POST /periods/" in response.json()["detail"]
+        assert "POST /profiles/me" in response.json()["detail"]
+
+
+def test_with_only_a_profile_the_cycle_is_unknown_and_the_phase_prior_answers(client, account):
+    client.post("/profiles/me", headers=account.headers, json={**PROFILE, "cycle_length": 31})
+    prediction = current(client, account)
+    assert prediction["date"] == day(0)
+    assert prediction["day_of_cycle"] is None and prediction["phase"] is None
+    assert prediction["cycle"] == {
+        "length_estimate": 31,
+        "last_period_start": None,
+        "next_period_start": None,
+        "next_period_range": None,
+        "days_until_next_period": None,
+        "fertile_window": None,
+    }
+    assert prediction["model"] == {
+        "source": "phase_prior",
+        "version": None,
+        "type": "phase_prior",
+        "trained_at": None,
+        "n_samples": 0,
+        "cv_accuracy": None,
+        "baseline_accuracy": None,
+    }
+
+
+def test_the_cycle_block_comes_from_the_calculator(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-10), "end_date": day(-6)})
+    prediction = current(client, account)
+    assert (prediction["day_of_cycle"], prediction["phase"]) == (11, "follicular")
+    cycle = prediction["cycle"]
+    assert cycle["length_estimate"] == 28
+    assert cycle["last_period_start"] == day(-10)
+    assert cycle["next_period_start"] == day(18)
+    assert cycle["days_until_next_period"] == 18
+    low, high = cycle["next_period_range"]
+    assert low < day(18) < high
+    assert cycle["fertile_window"] == [day(-2), day(4)]  # ovulation on day 14 = day(3)
+
+
+def test_current_takes_a_date_and_refuses_a_malformed_one(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-10)})
+    assert current(client, account, f"?date={day(-9)}")["day_of_cycle"] == 2
+    response = client.get("/predictions/current?date=tomorrow", headers=account.headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "date"]
+
+
+def test_energy_has_a_level_label_confidence_and_probabilities_summing_to_one(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-2)})
+    energy = current(client, account)["energy"]
+    probabilities = energy["probabilities"]
+    assert set(probabilities) == {"low", "medium", "high"}
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    assert energy["label"] == planher.ENERGY_LABELS[energy["level"]]
+    assert energy["confidence"] == probabilities[energy["label"]] == max(probabilities.values())
+
+
+# ── history ──
+
+
+def test_every_served_prediction_is_recorded_and_scored_once_its_mood_is_logged(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-5)})
+    served = [current(client, account, f"?date={day(-1)}"), current(client, account)]
+    history = client.get("/predictions/history", headers=account.headers)
+    assert history.headers["X-Total-Count"] == "2"
+    items = history.json()
+    assert [item["date"] for item in items] == [day(0), day(-1)]
+    assert all(item["actual_level"] is None and item["hit"] is None for item in items)
+    assert items[0]["predicted_level"] == served[1]["energy"]["level"]
+    assert items[0]["confidence"] == served[1]["energy"]["confidence"]
+    assert items[0]["source"] == served[1]["model"]["source"]
+
+    predicted = items[1]["predicted_level"]
+    log_moods(client, account, {-1: predicted})
+    scored = client.get("/predictions/history", headers=account.headers).json()[1]
+    assert (scored["actual_level"], scored["hit"]) == (predicted, True)
+    assert set(scored) == {
+        "date", "day_of_cycle", "phase", "predicted_level", "confidence", "model_version",
+        "source", "actual_level", "hit", "created_at",
+    }
+
+
+def test_history_pages_and_filters_by_date_and_is_hers_alone(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-20)})
+    for offset in (-4, -3, -2, -1):
+        current(client, account, f"?date={day(offset)}")
+    page = client.get(f"/predictions/history?from={day(-3)}&to={day(-2)}&limit=1", headers=account.headers)
+    assert page.headers["X-Total-Count"] == "2"
+    assert [item["date"] for item in page.json()] == [day(-2)]
+    stranger = create_account(client)
+    assert client.get("/predictions/history", headers=stranger.headers).json() == []
+    assert client.get("/predictions/history?limit=5000", headers=account.headers).status_code == 422
+
+
+# ── forecast ──
+
+
+def test_forecast_has_one_entry_per_day_from_today(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-3)})
+    forecast = client.get("/predictions/forecast", headers=account.headers).json()
+    assert [entry["date"] for entry in forecast] == [day(offset) for offset in range(28)]
+    assert [entry["day_of_cycle"] for entry in forecast[:3]] == [4, 5, 6]
+    # Past the expected start, the forecast continues into the projected next cycle.
+    assert forecast[25]["day_of_cycle"] == 1 and forecast[25]["phase"] == "menstrual"
+    assert forecast[25]["cycle"]["last_period_start"] == day(25)
+    assert all(set(entry) == {"date", "day_of_cycle", "phase", "cycle", "energy", "model"} for entry in forecast)
+    one = client.get("/predictions/forecast?days=1", headers=account.headers).json()
+    assert len(one) == 1 and one[0]["date"] == day(0)
+    assert len(client.get("/predictions/forecast?days=90", headers=account.headers).json()) == 90
+    for days in (0, 91, "many"):
+        response = client.get(f"/predictions/forecast?days={days}", headers=account.headers)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "days"]
+
+
+def test_forecast_is_not_recorded_in_history(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-3)})
+    client.get("/predictions/forecast", headers=account.headers)
+    assert client.get("/predictions/history", headers=account.headers).json() == []
+
+
+# ── retrain and the personal model ──
+
+
+def test_retrain_with_too_little_data_is_409_saying_how_many_more_days(client, account):
+    response = client.post("/predictions/retrain", headers=account.headers)
+    assert response.status_code == 409
+    assert "Log 10 more days" in response.json()["detail"]
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-8)})
+    log_moods(client, account, {offset: 1 for offset in range(-7, 0)})
+    response = client.post("/predictions/retrain", headers=account.headers)
+    assert response.status_code == 409
+    assert "Log 3 more days" in response.json()["detail"]
+    log_moods(client, account, {-8: 1, 0: 1, 1: 1})  # ten days, but all the same level
+    response = client.post("/predictions/retrain", headers=account.headers)
+    assert response.status_code == 409
+    assert "Log 1 more day " in response.json()["detail"]
+
+
+def test_sixty_generated_days_train_a_personal_model_well_above_the_baseline(client, capsys):
+    gaps, accuracies, bayes_rates = [], [], []
+    for seed in range(5):
+        account = create_account(client)
+        moods = log_generated_history(client, account, days=60, seed=seed)
+        drain_training(client)
+        summary = retrain(client, account)
+        assert summary["n_samples"] == 60 and summary["shipped"] is True
+        assert {c["type"] for c in summary["candidates"]} == {
+            "random_forest", "hist_gradient_boosting", "majority"
+        }
+        assert summary["type"] in ("random_forest", "hist_gradient_boosting")
+        assert summary["cv_accuracy"] > summary["baseline_accuracy"]
+        calendar = planher.CycleCalendar.build(
+            planher.generate_demo_history(60, planher.utc_today(), seed)[0]
+        )
+        bayes_rates.append(planher.bayes_rate(calendar.cycle_day(date).phase for date, _ in moods))
+        gaps.append(summary["cv_accuracy"] - summary["baseline_accuracy"])
+        accuracies.append(summary["cv_accuracy"])
+    with capsys.disabled():
+        print(
+            f"\n60 generated days, 5 seeds: CV accuracy {statistics.mean(accuracies):.3f}, "
+            f"majority baseline {statistics.mean(accuracies) - statistics.mean(gaps):.3f} "
+            f"(gap {statistics.mean(gaps):+.3f}; per seed {[round(g, 2) for g in gaps]}), "
+            f"Bayes rate {statistics.mean(bayes_rates):.3f}"
+        )
+    assert statistics.mean(gaps) >= 0.15
+
+
+def test_the_forecast_follows_the_generators_phase_pattern(client):
+    account = create_account(client)
+    log_generated_history(client, account, days=120, seed=11)
+    drain_training(client)
+    forecast = client.get("/predictions/forecast?days=56", headers=account.headers).json()
+    assert {entry["model"]["source"] for entry in forecast} == {"personal"}
+    most_likely = {
+        phase: max(range(3), key=lambda level: weights[level])
+        for phase, weights in planher.DEMO_ENERGY_BY_PHASE.items()
+    }
+    agree = [entry["energy"]["level"] == most_likely[entry["phase"]] for entry in forecast]
+    assert sum(agree) / len(agree) >= 0.75
+    for phase in {entry["phase"] for entry in forecast}:
+        mean_probability = {
+            label: statistics.mean(e["energy"]["probabilities"][label] for e in forecast if e["phase"] == phase)
+            for label in planher.ENERGY_LABELS
+        }
+        likeliest = max(mean_probability, key=mean_probability.get)
+        assert likeliest == planher.ENERGY_LABELS[most_likely[phase]], (phase, mean_probability)
+
+
+def test_retrain_makes_a_new_version_that_current_serves_through_the_cache(client):
+    account = create_account(client)
+    log_generated_history(client, account, days=60, seed=3)
+    drain_training(client)
+    before = current(client, account)["model"]
+    assert before["source"] == "personal"
+    summary = retrain(client, account)
+    assert summary["version"] == before["version"] + 1
+    after = current(client, account)["model"]
+    assert after["version"] == summary["version"]
+    cached = client.app.state.model_cache.get(f"user:{account.user['id']}", summary["version"])
+    assert cached is not None and cached.version == summary["version"]
+
+
+def test_a_retrain_in_another_worker_is_seen_at_once(client, settings):
+    account = create_account(client)
+    log_generated_history(client, account, days=60, seed=4)
+    drain_training(client)
+    served = current(client, account)["model"]
+    assert served["source"] == "personal"
+    version = served["version"]
+    with TestClient(planher.create_app(settings)) as other_worker:
+        summary = other_worker.post("/predictions/retrain", headers=account.headers).json()
+    assert summary["version"] == version + 1
+    assert current(client, account)["model"]["version"] == version + 1
+
+
+def test_a_tampered_model_is_refused_and_retrained(client, caplog):
+    account = create_account(client)
+    log_generated_history(client, account, days=60, seed=7)
+    drain_training(client)
+    served = current(client, account)["model"]
+    assert served["source"] == "personal"
+    version = served["version"]
+    client.app.state.model_cache = planher.ModelCache(10)  # as in a freshly started worker
+    table = planher.user_models
+    blob = run(
+        client,
+        client.app.state.database.fetch_val,
+        sa.select(table.c.model_blob).where(table.c.user_id == account.user["id"], table.c.version == version),
+    )
+    forged = blob[:-1] + bytes([blob[-1] ^ 1])
+    run(
+        client,
+        client.app.state.database.execute,
+        table.update().where(table.c.user_id == account.user["id"], table.c.version == version).values(model_blob=forged),
+    )
+    refused = current(client, account)["model"]
+    assert refused["source"] != "personal"
+    assert "refused (BadSignature); retraining it" in caplog.text
+    drain_training(client)
+    retrained = current(client, account)["model"]
+    assert retrained["source"] == "personal" and retrained["version"] == version + 1
+
+
+def test_a_model_saved_by_another_scikit_learn_is_retrained_not_loaded(client, monkeypatch):
+    account = create_account(client)
+    log_generated_history(client, account, days=60, seed=8)
+    drain_training(client)
+    served = current(client, account)["model"]
+    assert served["source"] == "personal"
+    version = served["version"]
+    client.app.state.model_cache = planher.ModelCache(10)
+    table = planher.user_models
+    hers = table.c.user_id == account.user["id"]
+    run(client, client.app.state.database.execute, table.update().where(hers).values(sklearn_version="0.24.2"))
+    her_blobs = {
+        row["model_blob"]
+        for row in run(client, client.app.state.database.fetch_all, sa.select(table.c.model_blob).where(hers))
+    }
+    loaded, real = [], planher.deserialize_model
+    monkeypatch.setattr(planher, "deserialize_model", lambda blob, signer: loaded.append(blob) or real(blob, signer))
+    assert current(client, account)["model"]["source"] != "personal"
+    assert not her_blobs & set(loaded)
+    drain_training(client)
+    retrained = current(client, account)["model"]
+    assert retrained["source"] == "personal" and retrained["version"] == version + 1
+
+
+def test_five_new_or_changed_moods_retrain_automatically(client):
+    account = create_account(client)
+    log_generated_history(client, account, days=30, seed=8)
+    drain_training(client)
+    retrain(client, account)  # nothing changed since this one
+    versions = lambda: [row["version"] for row in model_rows(client, account.user["id"])]  # noqa: E731
+    settled = versions()
+    log_moods(client, account, {1: 2})  # tomorrow is allowed
+    moods = client.get("/moods/?limit=3", headers=account.headers).json()
+    for mood in moods[1:]:
+        client.put(f"/moods/{mood['id']}", headers=account.headers, json={"energy_level": 0})
+    drain_training(client)
+    assert versions() == settled  # three changes: not yet
+    for mood in client.get("/moods/?limit=2&offset=3", headers=account.headers).json():
+        client.put(f"/moods/{mood['id']}", headers=account.headers, json={"notes": "changed"})
+    drain_training(client)
+    assert versions() == settled + [settled[-1] + 1]
+
+
+def test_a_model_that_does_not_beat_the_baseline_is_not_shipped(client):
+    account = create_account(client)
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-40)})
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-12)})
+    # Medium every day but two: nothing beats always guessing medium.
+    log_moods(client, account, {offset: 1 for offset in range(-39, 0) if offset not in (-30, -5)})
+    log_moods(client, account, {-30: 0, -5: 2})
+    drain_training(client)
+    summary = retrain(client, account)
+    assert summary["shipped"] is False
+    assert summary["cv_accuracy"] <= summary["baseline_accuracy"]
+    assert current(client, account)["model"]["source"] != "personal"
+
+
+def test_training_and_loading_never_run_on_the_event_loop(client, monkeypatch):
+    threads = []
+    for name in ("train_energy_model", "deserialize_model"):
+        real = getattr(planher, name)
+
+        def recording(*args, _real=real):
+            threads.append(threading.get_ident())
+            return _real(*args)
+
+        monkeypatch.setattr(planher, name, recording)
+    account = create_account(client)
+    log_generated_history(client, account, days=20, seed=9)
+    drain_training(client)
+    client.app.state.model_cache = planher.ModelCache(10)
+    current(client, account)
+    loop_thread = client.portal.call(threading.get_ident)
+    assert threads and loop_thread not in threads
+
+
+def test_predictions_need_a_token(client):
+    for method, path in [
+        ("GET", "/predictions/current"),
+        ("GET", "/predictions/forecast"),
+        ("GET", "/predictions/history"),
+        ("POST", "/predictions/retrain"),
+    ]:
+        assert client.request(method, path).status_code == 401
+
+
+# ── where predictions come from, as data grows ──
+
+
+def test_the_source_moves_from_phase_prior_to_population_to_personal(tmp_path):
+    with fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", tmp_path) as url:
+        with TestClient(planher.create_app(make_settings(url))) as client:
+            newcomer = create_account(client)
+            log_generated_history(client, newcomer, days=60, seed=20, what=("periods",))
+            assert current(client, newcomer)["model"]["source"] == "phase_prior"
+
+            for seed in (21, 22):  # others log enough for a population model
+                log_generated_history(client, create_account(client), days=25, seed=seed)
+            drain_training(client)
+            population = current(client, newcomer)["model"]
+            assert population["source"] == "population"
+            assert population["version"] >= 1 and population["n_samples"] >= planher.POPULATION_MIN_DAYS
+
+            log_generated_history(client, newcomer, days=60, seed=20, what=("moods",))
+            drain_training(client)
+            personal = current(client, newcomer)["model"]
+            assert personal["source"] == "personal" and personal["n_samples"] >= planher.PERSONAL_MIN_DAYS
