@@ -1,6 +1,7 @@
 """Pure functions, tested directly: no HTTP, no database."""
 
 import datetime as dt
+import math
 
 import pytest
 
@@ -231,3 +232,98 @@ def test_a_woman_late_today_stays_late_in_the_projection():
 def test_days_until_next_period_counts_down_to_the_next_start():
     cycle = calendar((D, None)).cycle_day(D + days(20))
     assert (cycle.day_of_cycle, cycle.cycle_length, cycle.days_until_next_period) == (21, 28, 8)
+
+
+# ── energy models ──
+
+
+def test_choose_model_ships_the_best_candidate_only_if_it_beats_the_baseline():
+    assert planher.choose_model({"random_forest": 0.6, "hist_gradient_boosting": 0.65, "majority": 0.4}) == (
+        "hist_gradient_boosting",
+        True,
+    )
+    assert planher.choose_model({"random_forest": 0.4, "hist_gradient_boosting": 0.3, "majority": 0.4}) == (
+        "random_forest",
+        False,
+    )
+
+
+def test_days_missing_for_a_model_counts_days_and_asks_for_a_second_level():
+    assert planher.days_missing_for_a_model([1, 2, 0]) == 7
+    assert planher.days_missing_for_a_model([1] * 10) == 1
+    assert planher.days_missing_for_a_model([1] * 9 + [2]) == 0
+    assert planher.days_missing_for_a_model([0, 1] * 14, min_days=30) == 2
+
+
+def test_cross_validation_adapts_its_folds_to_the_rarest_level():
+    assert planher.cross_validation_for([0] * 30 + [1] * 30).get_n_splits() == 5
+    splitter = planher.cross_validation_for([0] * 10 + [1] * 3)
+    assert isinstance(splitter, planher.StratifiedKFold) and splitter.get_n_splits() == 3
+    assert isinstance(planher.cross_validation_for([0] * 11 + [1]), planher.KFold)
+
+
+def test_cycle_features_place_the_last_day_next_to_the_first():
+    first = planher.cycle_features(planher.CycleDay(1, "menstrual", 28, None))
+    last = planher.cycle_features(planher.CycleDay(28, "luteal", 28, None))
+    middle = planher.cycle_features(planher.CycleDay(15, "ovulatory", 28, None))
+    distance = lambda a, b: math.dist(a[1:3], b[1:3])  # noqa: E731  (sin, cos)
+    assert distance(first, last) < distance(first, middle)
+    assert first[3] == 28 and last[3] == 1  # days until the next period
+    assert first[4:] == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_profile_features_flag_a_missing_profile():
+    assert planher.profile_features(None)[0] == 0.0
+    profile = {"height_cm": 160, "weight_kg": 64, "cycle_length": 30, "luteal_length": 13,
+               "menses_length": 4, "unusual_bleeding": True, "number_of_peak": 3}
+    assert planher.profile_features(profile) == [1.0, 25.0, 30.0, 13.0, 4.0, 1.0, 3.0]
+
+
+def test_energy_json_sums_to_one_and_names_the_likeliest_level():
+    energy = planher.energy_json((0.1234, 0.5555, 0.3211))
+    assert energy["level"] == 1 and energy["label"] == "medium"
+    assert sum(energy["probabilities"].values()) == pytest.approx(1.0, abs=1e-9)
+    assert energy["confidence"] == energy["probabilities"]["medium"]
+
+
+def test_days_with_an_unknown_cycle_get_the_phase_prior():
+    model = planher.EnergyModel(source="personal", estimator=None)
+    cycle = planher.CycleDay(2, "menstrual", 28, None)
+    [(known, known_model), (unknown, unknown_model)] = planher.predict_energy(model, [cycle, None], None)
+    assert known == planher.PHASE_PRIOR["menstrual"] and known_model is model
+    assert unknown == planher.PHASE_PRIOR[None] and unknown_model is planher.PHASE_PRIOR_MODEL
+
+
+def test_a_trained_model_round_trips_only_under_its_own_signature():
+    periods, moods = planher.generate_demo_history(60, D, seed=1)
+    calendar = planher.CycleCalendar.build(periods)
+    samples = list(planher.labelled_days(calendar, [{"date": d, "day_of_cycle": None, "energy_level": e} for d, e in moods]))
+    result = planher.train_energy_model([planher.cycle_features(c) for c, _ in samples], [e for _, e in samples])
+    assert result.shipped and result.estimator is not None
+    signer = planher.itsdangerous.Signer("key", salt=planher.MODEL_SIGNATURE_SALT)
+    blob = planher.serialize_model(result.estimator, signer)
+    assert planher.deserialize_model(blob, signer).predict_proba([planher.cycle_features(samples[0][0])]).shape == (1, 3)
+    with pytest.raises(planher.itsdangerous.BadSignature):
+        planher.deserialize_model(blob, planher.itsdangerous.Signer("another key", salt=planher.MODEL_SIGNATURE_SALT))
+    with pytest.raises(planher.itsdangerous.BadSignature):
+        planher.deserialize_model(blob[:-1] + b"x", signer)
+
+
+def test_the_model_cache_keeps_the_most_recently_used_and_knows_versions():
+    cache = planher.ModelCache(max_models=2)
+    models = {name: planher.EnergyModel(source="personal", version=1) for name in "abc"}
+    cache.put("a", models["a"])
+    cache.put("b", models["b"])
+    assert cache.get("a", 1) is models["a"]  # a is now the most recent
+    cache.put("c", models["c"])
+    assert cache.get("b", 1) is None and len(cache) == 2
+    assert cache.get("a", 2) is None  # a newer version exists elsewhere: reload
+
+
+def test_the_demo_generator_is_realistic_and_its_bayes_rate_is_known():
+    periods, moods = planher.generate_demo_history(180, D, seed=3)
+    assert len(moods) == 180 and moods[-1][0] == D
+    gaps = planher.cycle_lengths(period.start for period in periods)
+    assert all(26 <= gap <= 32 for gap in gaps)
+    assert all(4 <= (p.end - p.start).days + 1 <= 6 for p in periods[:-1])
+    assert planher.bayes_rate(["ovulatory", "luteal"]) == pytest.approx((0.80 + 0.65) / 2)
