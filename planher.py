@@ -96,7 +96,7 @@ DEFAULT_CORS_ORIGINS = (
     "http://127.0.0.1:5173",
 )
 
-MODEL_CACHE_SIZE = 512  # loaded energy models kept in memory per process (~40 KB each)
+MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
 SQLITE_POOL_SIZE = 8
 SQLITE_BUSY_TIMEOUT_MS = 10_000

@@ -17,10 +17,12 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +31,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import planher  # noqa: E402  (for the demo generator)
+
 PASSWORD = "benchmark passphrase"
+HISTORY_DAYS = 120
 
 
 async def ceiling_endpoint(request):
@@ -66,12 +73,55 @@ def start_server(app: str, port: int, environment: dict[str, str]) -> subprocess
     raise RuntimeError(f"{app} did not start on port {port}")
 
 
-def post_json(url: str, body: dict) -> dict:
+def call(method: str, url: str, body: dict | None = None, headers: dict | None = None):
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        url,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read() or b"null")
+
+
+def log_history(base: str, auth: dict, days: int) -> None:
+    """Periods and daily energy from the demo generator, through the API."""
+    periods, moods = planher.generate_demo_history(days, planher.utc_today(), seed=1)
+    for period in periods:
+        body = {"start_date": period.start.isoformat(), "end_date": period.end.isoformat()}
+        call("POST", f"{base}/periods/", body, auth)
+    for date, level in moods:
+        call("POST", f"{base}/moods/", {"date": date.isoformat(), "energy_level": level}, auth)
+
+
+def timed_ms(method: str, url: str, headers: dict) -> float:
+    started = time.perf_counter()
+    call(method, url, headers=headers)
+    return (time.perf_counter() - started) * 1000
+
+
+def retrain_when_idle(base: str, auth: dict) -> None:
+    """POST /predictions/retrain, waiting out a background training that holds the claim."""
+    for _ in range(100):
+        try:
+            call("POST", f"{base}/predictions/retrain", headers=auth)
+            return
+        except urllib.error.HTTPError as error:
+            if error.code != 409:
+                raise
+            time.sleep(0.1)
+    raise RuntimeError("the model stayed busy for 10 s")
+
+
+def prediction_latency(base: str, auth: dict, samples: int = 10) -> dict:
+    """Sequential latency of GET /predictions/current: cold (the first request after a
+    retrain, which loads and verifies the new model) and warm (model in the cache)."""
+    cold = []
+    for _ in range(samples):
+        retrain_when_idle(base, auth)
+        cold.append(timed_ms("GET", f"{base}/predictions/current", auth))
+    warm = [timed_ms("GET", f"{base}/predictions/current", auth) for _ in range(100)]
+    return {"cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm)}
 
 
 WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
@@ -118,12 +168,18 @@ def main() -> None:
     try:
         base = f"http://127.0.0.1:{planher_port}"
         email = f"bench-{int(time.time())}@example.org"
-        post_json(f"{base}/auth/register", {"email": email, "password": PASSWORD})
-        tokens = post_json(f"{base}/auth/login", {"email": email, "password": PASSWORD})
+        call("POST", f"{base}/auth/register", {"email": email, "password": PASSWORD})
+        tokens = call("POST", f"{base}/auth/login", {"email": email, "password": PASSWORD})
         auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+        log_history(base, auth, HISTORY_DAYS)
+        latency = prediction_latency(base, auth)
 
-        rows = [("bare Starlette JSON (ceiling)", f"http://127.0.0.1:{ceiling_port}/ceiling", {})]
-        rows.append(("GET /auth/me", f"{base}/auth/me", auth))
+        rows = [
+            ("bare Starlette JSON (ceiling)", f"http://127.0.0.1:{ceiling_port}/ceiling", {}),
+            ("GET /auth/me", f"{base}/auth/me", auth),
+            ("GET /predictions/current (warm)", f"{base}/predictions/current", auth),
+            ("GET /predictions/forecast", f"{base}/predictions/forecast", auth),
+        ]
         results = [
             (name, wrk(url, arguments.duration, arguments.connections, headers))
             for name, url, headers in rows
@@ -147,6 +203,11 @@ def main() -> None:
             f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
             f"{result['errors']}{' ' + result['socket_errors'] if result['socket_errors'] else ''} |"
         )
+    print(
+        f"\nGET /predictions/current one at a time ({HISTORY_DAYS} days of history): "
+        f"cold (first after a retrain) {latency['cold_ms']:.1f} ms, "
+        f"warm {latency['warm_ms']:.1f} ms (medians)"
+    )
 
 
 if __name__ == "__main__":
