@@ -35,7 +35,7 @@ import sqlite3
 import statistics
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import aiosqlite
@@ -51,7 +51,7 @@ from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTra
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.applications import Starlette
 from starlette.authentication import (
@@ -69,7 +69,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -732,18 +732,6 @@ class BearerTokenBackend(AuthenticationBackend):
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def login_required(handler: Callable[[Request], Awaitable[Response]]) -> Callable:
-    """Route decorator: 401 with the token's problem unless the caller is signed in."""
-
-    @functools.wraps(handler)
-    async def guarded(request: Request) -> Response:
-        if not request.user.is_authenticated:
-            raise HTTPException(401, detail=request.user.reason, headers=BEARER_CHALLENGE)
-        return await handler(request)
-
-    return guarded
-
-
 # ── Validation schemas ───────────────────────────────────────────────────────────────────
 
 
@@ -793,9 +781,28 @@ def _check_password_bytes(value: str) -> str:
     return value
 
 
-Email = Annotated[str, AfterValidator(_normalize_email)]
-NewPassword = Annotated[str, AfterValidator(_check_password)]
-GivenPassword = Annotated[str, Field(min_length=1), AfterValidator(_check_password_bytes)]
+# The byte limit cannot be said in JSON Schema, so the document states it in words and
+# marks the fields with OpenAPI's `password` format; the validators enforce it.
+PASSWORD_DOCUMENTATION = {
+    "format": "password",
+    "maxLength": PASSWORD_MAX_BYTES,
+    "description": f"at most {PASSWORD_MAX_BYTES} bytes in UTF-8 (bcrypt's limit)",
+}
+Email = Annotated[
+    str,
+    Field(json_schema_extra={"format": "email", "maxLength": EMAIL_MAX_CHARS}),
+    AfterValidator(_normalize_email),
+]
+NewPassword = Annotated[
+    str,
+    Field(json_schema_extra={**PASSWORD_DOCUMENTATION, "minLength": PASSWORD_MIN_CHARS}),
+    AfterValidator(_check_password),
+]
+GivenPassword = Annotated[
+    str,
+    Field(min_length=1, json_schema_extra=PASSWORD_DOCUMENTATION),
+    AfterValidator(_check_password_bytes),
+]
 Name = Annotated[str, Field(max_length=NAME_MAX_CHARS)]
 Token = Annotated[str, Field(min_length=1, max_length=TOKEN_MAX_CHARS)]
 
@@ -818,6 +825,10 @@ class OAuth2PasswordForm(BaseModel):
     username: Email
     password: GivenPassword
 
+    @property
+    def email(self) -> str:
+        return self.username
+
 
 class RefreshBody(RequestBody):
     refresh_token: Token
@@ -838,14 +849,20 @@ class UserUpdateBody(RequestBody):
 # Tracking data. Every range is the contract's; the rules that tie fields together
 # (luteal + menses < cycle, end after start, …) are checked on the merged record instead,
 # because a partial update must obey them too.
-HeightCm = Annotated[int, Field(ge=100, le=250)]
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer; strict validation alone would refuse it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = BeforeValidator(_whole_number)
+HeightCm = Annotated[int, Field(ge=100, le=250), Whole]
 WeightKg = Annotated[float, Field(ge=25, le=350), AfterValidator(lambda kg: round_half_up(kg, 2))]
-CycleLength = Annotated[int, Field(ge=CYCLE_MIN_DAYS, le=CYCLE_MAX_DAYS)]
-LutealLength = Annotated[int, Field(ge=7, le=20)]
-MensesLength = Annotated[int, Field(ge=1, le=PERIOD_MAX_DAYS)]
-NumberOfPeak = Annotated[int, Field(ge=0, le=10)]
-EnergyLevel = Annotated[int, Field(ge=0, le=2)]
-DayOfCycle = Annotated[int, Field(ge=1, le=CYCLE_MAX_DAYS)]
+CycleLength = Annotated[int, Field(ge=CYCLE_MIN_DAYS, le=CYCLE_MAX_DAYS), Whole]
+LutealLength = Annotated[int, Field(ge=7, le=20), Whole]
+MensesLength = Annotated[int, Field(ge=1, le=PERIOD_MAX_DAYS), Whole]
+NumberOfPeak = Annotated[int, Field(ge=0, le=10), Whole]
+EnergyLevel = Annotated[int, Field(ge=0, le=2), Whole]
+DayOfCycle = Annotated[int, Field(ge=1, le=CYCLE_MAX_DAYS), Whole]
 Notes = Annotated[str, Field(max_length=NOTES_MAX_CHARS)]
 
 
@@ -906,6 +923,173 @@ class ListQuery(BaseModel):
     to_date: dt.date | None = Field(None, alias="to")
 
 
+# Response shapes. Handlers build plain dicts; these models describe them in the OpenAPI
+# document, and the schemathesis run in the tests checks every response against them.
+Phase = Literal["menstrual", "follicular", "ovulatory", "luteal", "late"]
+EnergyLabel = Literal["low", "medium", "high"]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: list[ValidationErrorItem]
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    name: str | None
+    role: Literal["user", "admin"]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class TokenPairOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"]
+    expires_in: int = Field(description="seconds the access token lives")
+
+
+class ProfileOut(BaseModel):
+    height_cm: int
+    weight_kg: float
+    cycle_length: int
+    luteal_length: int
+    menses_length: int
+    unusual_bleeding: bool
+    number_of_peak: int
+    bmi: float
+    bmi_category: Literal["underweight", "normal", "overweight", "obese"]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PeriodOut(BaseModel):
+    id: int
+    start_date: dt.date
+    end_date: dt.date | None
+    notes: str | None
+    length_days: int | None
+    cycle_length: int | None = Field(description="days to the next recorded start")
+    created_at: dt.datetime
+
+
+class MoodOut(BaseModel):
+    id: int
+    date: dt.date
+    day_of_cycle: int | None
+    phase: Phase | None
+    energy_level: int
+    energy_label: EnergyLabel
+    notes: str | None
+    created_at: dt.datetime
+
+
+class CycleOut(BaseModel):
+    length_estimate: int
+    last_period_start: dt.date | None
+    next_period_start: dt.date | None
+    next_period_range: list[dt.date] | None
+    days_until_next_period: int | None
+    fertile_window: list[dt.date] | None
+
+
+class EnergyProbabilitiesOut(BaseModel):
+    low: float
+    medium: float
+    high: float
+
+
+class EnergyOut(BaseModel):
+    level: int
+    label: EnergyLabel
+    confidence: float
+    probabilities: EnergyProbabilitiesOut
+
+
+class ModelOut(BaseModel):
+    source: Literal["personal", "population", "phase_prior"]
+    version: int | None
+    type: str
+    trained_at: dt.datetime | None
+    n_samples: int
+    cv_accuracy: float | None
+    baseline_accuracy: float | None
+
+
+class PredictionOut(BaseModel):
+    date: dt.date
+    day_of_cycle: int | None
+    phase: Phase | None
+    cycle: CycleOut
+    energy: EnergyOut
+    model: ModelOut
+
+
+class PredictionHistoryOut(BaseModel):
+    date: dt.date
+    day_of_cycle: int | None
+    phase: Phase | None
+    predicted_level: int
+    confidence: float
+    model_version: int | None
+    source: Literal["personal", "population", "phase_prior"]
+    actual_level: int | None
+    hit: bool | None
+    created_at: dt.datetime
+
+
+class CandidateScoreOut(BaseModel):
+    type: str
+    cv_accuracy: float
+
+
+class ModelSummaryOut(BaseModel):
+    version: int
+    type: str
+    shipped: bool = Field(description="false when no candidate beat the majority baseline")
+    trained_at: dt.datetime
+    n_samples: int
+    cv_accuracy: float
+    baseline_accuracy: float
+    candidates: list[CandidateScoreOut]
+    sklearn_version: str
+
+
+class ExportOut(BaseModel):
+    user: UserOut
+    profile: ProfileOut | None
+    periods: list[PeriodOut]
+    moods: list[MoodOut]
+    predictions: list[PredictionHistoryOut]
+    models: list[ModelSummaryOut]
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: dt.datetime
+    user_id: int | None
+    action: str
+    target: str | None
+    ip: str | None
+    ok: bool
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    version: str
+
+
 def rule_errors(problems: list[tuple[str, str]]) -> RequestValidationError:
     """A 422 for broken rules that span fields, as (field, message) pairs."""
     return RequestValidationError(
@@ -935,6 +1119,100 @@ async def parse_body(request: Request, schema: type[BaseModel]) -> BaseModel:
 
 def _errors_without_input(error: ValidationError) -> list[dict[str, Any]]:
     return error.errors(include_url=False, include_context=False, include_input=False)
+
+
+async def parse_form(request: Request, schema: type[BaseModel]) -> BaseModel:
+    try:
+        form = dict(parse_qsl((await request.body()).decode("utf-8")))
+    except UnicodeDecodeError:
+        raise HTTPException(400, detail="Form body is not valid UTF-8") from None
+    try:
+        return schema.model_validate(form)
+    except ValidationError as error:
+        raise RequestValidationError(_errors_without_input(error), "body") from None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """What an endpoint takes and answers: the handler's contract and its OpenAPI entry."""
+
+    summary: str
+    ok_status: int
+    ok_schema: Any  # a response model, list[model], or None for an empty body
+    auth: str | None  # "user", "admin", or None for a public endpoint
+    body: type[BaseModel] | None
+    form: type[BaseModel] | None  # also accepted as a form (the OAuth2 password flow)
+    query: type[BaseModel] | None
+    errors: Mapping[int, str]  # the statuses it answers besides the shared ones
+    media_type: str  # of the success response
+
+
+def endpoint(
+    summary: str,
+    *,
+    ok: tuple[int, Any] = (200, None),
+    auth: str | None = "user",
+    body: type[BaseModel] | None = None,
+    form: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    errors: Mapping[int, str] | None = None,
+    media_type: str = "application/json",
+) -> Callable:
+    """Declares an endpoint. The wrapper checks the caller (401, or 403 for a non-admin on
+    an admin route), validates the query and body against the given models and passes them
+    to the handler as `query=` and `body=`; the OpenAPI document is built from the same."""
+    operation = Operation(summary, ok[0], ok[1], auth, body, form, query, errors or {}, media_type)
+
+    def decorate(handler: Callable[..., Awaitable[Response]]) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: Request) -> Response:
+            if auth is not None:
+                await authorize(request, auth)
+            arguments = {}
+            if query is not None:
+                arguments["query"] = parse_query(request, query)
+            if form is not None and request.headers.get("Content-Type", "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
+                arguments["body"] = await parse_form(request, form)
+            elif body is not None:
+                arguments["body"] = await parse_body(request, body)
+            return await handler(request, **arguments)
+
+        checked.operation = operation
+        return checked
+
+    return decorate
+
+
+async def audit(
+    request: Request, action: str, *, ok: bool, user_id: int | None = None, target: str | None = None
+) -> None:
+    """Record a security event: who, what, from where, and whether it succeeded. Never a
+    password, a token or a health value."""
+    if user_id is None and request.user.is_authenticated:
+        user_id = request.user.id
+    await request.app.state.database.execute(
+        audit_events.insert().values(
+            at=utc_now(),
+            user_id=user_id,
+            action=action,
+            target=target,
+            ip=request.client.host if request.client else None,
+            ok=ok,
+        )
+    )
+
+
+async def authorize(request: Request, role: str) -> None:
+    if not request.user.is_authenticated:
+        raise HTTPException(401, detail=request.user.reason, headers=BEARER_CHALLENGE)
+    if role == "admin" and request.user.account["role"] != "admin":
+        await audit(request, "admin_denied", ok=False, target=request.url.path)
+        raise HTTPException(403, detail="This needs an admin account")
 
 
 # ── Cycle calculator (pure functions: no I/O) ───────────────────────────────────────────
@@ -1536,8 +1814,14 @@ async def email_taken(database: Database, email: str) -> bool:
     return found is not None
 
 
-async def register(request: Request) -> Response:
-    body = await parse_body(request, RegisterBody)
+@endpoint(
+    "Create an account",
+    ok=(201, UserOut),
+    auth=None,
+    body=RegisterBody,
+    errors={409: "An account with this email already exists", 429: "Too many registrations"},
+)
+async def register(request: Request, body: RegisterBody) -> Response:
     database = request.app.state.database
     if await email_taken(database, body.email):
         raise HTTPException(409, detail="An account with this email already exists")
@@ -1561,23 +1845,16 @@ async def register(request: Request) -> Response:
     return APIResponse(user_json(row), status_code=201)
 
 
-async def _login_credentials(request: Request) -> LoginBody:
-    content_type = request.headers.get("Content-Type", "")
-    if not content_type.startswith("application/x-www-form-urlencoded"):
-        return await parse_body(request, LoginBody)
-    try:
-        form = dict(parse_qsl((await request.body()).decode("utf-8")))
-    except UnicodeDecodeError:
-        raise HTTPException(400, detail="Form body is not valid UTF-8") from None
-    try:
-        credentials = OAuth2PasswordForm.model_validate(form)
-    except ValidationError as error:
-        raise RequestValidationError(_errors_without_input(error), "body") from None
-    return LoginBody.model_construct(email=credentials.username, password=credentials.password)
-
-
-async def login(request: Request) -> Response:
-    credentials = await _login_credentials(request)
+@endpoint(
+    "Sign in: JSON, or the OAuth2 password flow's form (username = email)",
+    ok=(200, TokenPairOut),
+    auth=None,
+    body=LoginBody,
+    form=OAuth2PasswordForm,
+    errors={401: "Incorrect email or password", 429: "Too many attempts"},
+)
+async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Response:
+    credentials = body
     database = request.app.state.database
     row = await database.fetch_one(
         sa.select(users.c.id, users.c.password_hash).where(users.c.email == credentials.email)
@@ -1621,8 +1898,14 @@ async def revoke_logins(database: Database, condition: Any, reason: str) -> None
     )
 
 
-async def refresh(request: Request) -> Response:
-    body = await parse_body(request, RefreshBody)
+@endpoint(
+    "Exchange a refresh token for a new pair (the old refresh token stops working)",
+    ok=(200, TokenPairOut),
+    auth=None,
+    body=RefreshBody,
+    errors={401: "Invalid, expired, revoked or reused refresh token"},
+)
+async def refresh(request: Request, body: RefreshBody) -> Response:
     database, tokens = request.app.state.database, request.app.state.tokens
     try:
         payload = tokens.load_refresh(body.refresh_token)
@@ -1658,9 +1941,8 @@ async def refresh(request: Request) -> Response:
     return APIResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
 
 
-@login_required
-async def logout(request: Request) -> Response:
-    body = await parse_body(request, LogoutBody)
+@endpoint("Sign out this login (and the one of the refresh token given)", ok=(204, None), body=LogoutBody)
+async def logout(request: Request, body: LogoutBody) -> Response:
     database = request.app.state.database
     ended = logins.c.id == request.user.login_id
     if body.refresh_token is not None:
@@ -1672,7 +1954,7 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@login_required
+@endpoint("The signed-in user", ok=(200, UserOut))
 async def auth_me(request: Request) -> Response:
     return APIResponse(user_json(request.user.account))
 
@@ -1680,9 +1962,13 @@ async def auth_me(request: Request) -> Response:
 # ── Handlers: users ──────────────────────────────────────────────────────────────────────
 
 
-@login_required
-async def update_me(request: Request) -> Response:
-    body = await parse_body(request, UserUpdateBody)
+@endpoint(
+    "Change name, email or password (email and password need current_password)",
+    ok=(200, UserOut),
+    body=UserUpdateBody,
+    errors={403: "Current password is incorrect", 409: "Email taken"},
+)
+async def update_me(request: Request, body: UserUpdateBody) -> Response:
     database = request.app.state.database
     given = body.model_fields_set
     changes: dict[str, Any] = {}
@@ -1733,14 +2019,14 @@ async def update_me(request: Request) -> Response:
     return APIResponse(user_json(row))
 
 
-@login_required
+@endpoint("Delete the account and everything it owns", ok=(204, None))
 async def delete_me(request: Request) -> Response:
     # Profile, periods, moods, models, predictions and logins go with it (ON DELETE CASCADE).
     await request.app.state.database.execute(users.delete().where(users.c.id == request.user.id))
     return Response(status_code=204)
 
 
-@login_required
+@endpoint("Everything the user owns", ok=(200, ExportOut))
 async def export_me(request: Request) -> Response:
     """Everything she owns, and only that: models as metadata, never their bytes."""
     database, user_id = request.app.state.database, request.user.id
@@ -1816,7 +2102,7 @@ async def user_write_transaction(database: Database, user_id: int):
 NO_PROFILE = "No profile yet: create one with POST /profiles/me"
 
 
-@login_required
+@endpoint("Her profile", ok=(200, ProfileOut), errors={404: "No profile yet"})
 async def get_profile(request: Request) -> Response:
     profile = await fetch_profile(request.app.state.database, request.user.id)
     if profile is None:
@@ -1824,10 +2110,14 @@ async def get_profile(request: Request) -> Response:
     return APIResponse(profile_json(profile))
 
 
-@login_required
-async def create_profile(request: Request) -> Response:
-    """Creates her profile (201) or replaces it whole (200)."""
-    fields = (await parse_body(request, ProfileBody)).model_dump()
+@endpoint(
+    "Create her profile (201), or replace it whole (200)",
+    ok=(201, ProfileOut),
+    body=ProfileBody,
+    errors={200: "Replaced"},
+)
+async def create_profile(request: Request, body: ProfileBody) -> Response:
+    fields = body.model_dump()
     if problems := profile_problems(fields):
         raise rule_errors(problems)
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
@@ -1848,9 +2138,13 @@ async def create_profile(request: Request) -> Response:
     return APIResponse(profile_json(row))
 
 
-@login_required
-async def update_profile(request: Request) -> Response:
-    body = await parse_body(request, ProfileUpdateBody)
+@endpoint(
+    "Change some profile fields",
+    ok=(200, ProfileOut),
+    body=ProfileUpdateBody,
+    errors={404: "No profile yet"},
+)
+async def update_profile(request: Request, body: ProfileUpdateBody) -> Response:
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
     async with user_write_transaction(database, user_id):
@@ -1927,6 +2221,7 @@ async def delete_owned(request: Request, table: sa.Table, what: str) -> Response
 
 async def list_page(
     request: Request,
+    query: ListQuery,
     table: sa.Table,
     date_column: sa.Column,
     columns: Sequence[Any] | None = None,
@@ -1934,7 +2229,6 @@ async def list_page(
 ) -> tuple[list, int]:
     """One page of her rows of `table` (selecting `columns` from `source`, a join, when
     given), newest first, with the total count for X-Total-Count."""
-    query = parse_query(request, ListQuery)
     condition = table.c.user_id == request.user.id
     if query.from_date is not None:
         condition &= date_column >= query.from_date
@@ -1964,16 +2258,20 @@ def overlap_conflict(period: PeriodSpan) -> HTTPException:
     )
 
 
-@login_required
-async def list_periods(request: Request) -> Response:
-    rows, total = await list_page(request, period_records, period_records.c.start_date)
+@endpoint("Her periods, newest first", ok=(200, list[PeriodOut]), query=ListQuery)
+async def list_periods(request: Request, query: ListQuery) -> Response:
+    rows, total = await list_page(request, query, period_records, period_records.c.start_date)
     calendar = await load_calendar(request.app.state.database, request.user.id)
     return list_response([period_json(row, calendar) for row in rows], total)
 
 
-@login_required
-async def create_period(request: Request) -> Response:
-    body = await parse_body(request, PeriodBody)
+@endpoint(
+    "Log a period",
+    ok=(201, PeriodOut),
+    body=PeriodBody,
+    errors={409: "Overlaps a logged period"},
+)
+async def create_period(request: Request, body: PeriodBody) -> Response:
     if problems := period_problems(body.start_date, body.end_date, utc_today()):
         raise rule_errors(problems)
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
@@ -1992,10 +2290,14 @@ async def create_period(request: Request) -> Response:
     return APIResponse(period_json(row, calendar), status_code=201)
 
 
-@login_required
-async def update_period(request: Request) -> Response:
+@endpoint(
+    "Change a period",
+    ok=(200, PeriodOut),
+    body=PeriodUpdateBody,
+    errors={404: "Period not found", 409: "Overlaps a logged period"},
+)
+async def update_period(request: Request, body: PeriodUpdateBody) -> Response:
     period_id = path_id(request, "Period")
-    body = await parse_body(request, PeriodUpdateBody)
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
     async with user_write_transaction(database, user_id):
@@ -2019,7 +2321,7 @@ async def update_period(request: Request) -> Response:
     return APIResponse(period_json(row, calendar))
 
 
-@login_required
+@endpoint("Delete a period", ok=(204, None), errors={404: "Period not found"})
 async def delete_period(request: Request) -> Response:
     return await delete_owned(request, period_records, "Period")
 
@@ -2058,16 +2360,20 @@ def mood_conflict(date: dt.date, mood_id: int) -> HTTPException:
     )
 
 
-@login_required
-async def list_moods(request: Request) -> Response:
-    rows, total = await list_page(request, daily_moods, daily_moods.c.date)
+@endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
+async def list_moods(request: Request, query: ListQuery) -> Response:
+    rows, total = await list_page(request, query, daily_moods, daily_moods.c.date)
     calendar = await load_calendar(request.app.state.database, request.user.id)
     return list_response([mood_json(row, calendar) for row in rows], total)
 
 
-@login_required
-async def create_mood(request: Request) -> Response:
-    body = await parse_body(request, MoodBody)
+@endpoint(
+    "Log a day's energy",
+    ok=(201, MoodOut),
+    body=MoodBody,
+    errors={409: "A mood is already logged for that date"},
+)
+async def create_mood(request: Request, body: MoodBody) -> Response:
     fields = {**body.model_dump(), "date": body.date or utc_today()}
     check_mood_date(fields["date"])
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
@@ -2086,10 +2392,14 @@ async def create_mood(request: Request) -> Response:
     return APIResponse(mood_json(row, await load_calendar(database, user_id)), status_code=201)
 
 
-@login_required
-async def update_mood(request: Request) -> Response:
+@endpoint(
+    "Change a mood",
+    ok=(200, MoodOut),
+    body=MoodUpdateBody,
+    errors={404: "Mood not found", 409: "A mood is already logged for that date"},
+)
+async def update_mood(request: Request, body: MoodUpdateBody) -> Response:
     mood_id = path_id(request, "Mood")
-    body = await parse_body(request, MoodUpdateBody)
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
     async with user_write_transaction(database, user_id):
@@ -2108,7 +2418,7 @@ async def update_mood(request: Request) -> Response:
     return APIResponse(mood_json(row, await load_calendar(database, user_id)))
 
 
-@login_required
+@endpoint("Delete a mood", ok=(204, None), errors={404: "Mood not found"})
 async def delete_mood(request: Request) -> Response:
     response = await delete_owned(request, daily_moods, "Mood")
     request.app.state.trainer.schedule(request.user.id)
@@ -2416,9 +2726,14 @@ async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyMode
     return calendar, await active_model(request.app, user_id)
 
 
-@login_required
-async def current_prediction(request: Request) -> Response:
-    date = parse_query(request, PredictionQuery).date or utc_today()
+@endpoint(
+    "Her cycle and energy today (or on `date`); recorded for the history",
+    ok=(200, PredictionOut),
+    query=PredictionQuery,
+    errors={409: "Neither a period nor a profile to predict from"},
+)
+async def current_prediction(request: Request, query: PredictionQuery) -> Response:
+    date = query.date or utc_today()
     calendar, model = await prediction_inputs(request)
     today = utc_today()
     cycle = calendar.cycle_day(date, today)
@@ -2441,9 +2756,14 @@ async def current_prediction(request: Request) -> Response:
     return APIResponse(prediction)
 
 
-@login_required
-async def forecast(request: Request) -> Response:
-    days = parse_query(request, ForecastQuery).days
+@endpoint(
+    "One prediction per day from today",
+    ok=(200, list[PredictionOut]),
+    query=ForecastQuery,
+    errors={409: "Neither a period nor a profile to predict from"},
+)
+async def forecast(request: Request, query: ForecastQuery) -> Response:
+    days = query.days
     calendar, model = await prediction_inputs(request)
     today = utc_today()
     dates = [today + dt.timedelta(days=offset) for offset in range(days)]
@@ -2481,10 +2801,14 @@ HISTORY_SOURCE = predictions.outerjoin(
 HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
 
 
-@login_required
-async def prediction_history(request: Request) -> Response:
+@endpoint(
+    "Predictions served, scored once the day's mood is logged",
+    ok=(200, list[PredictionHistoryOut]),
+    query=ListQuery,
+)
+async def prediction_history(request: Request, query: ListQuery) -> Response:
     rows, total = await list_page(
-        request, predictions, predictions.c.date, columns=HISTORY_COLUMNS, source=HISTORY_SOURCE
+        request, query, predictions, predictions.c.date, columns=HISTORY_COLUMNS, source=HISTORY_SOURCE
     )
     return list_response([history_json(row) for row in rows], total)
 
@@ -2503,7 +2827,11 @@ def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@login_required
+@endpoint(
+    "Train her energy model now",
+    ok=(200, ModelSummaryOut),
+    errors={409: "Too little data (says how many more days to log), or training already"},
+)
 async def retrain(request: Request) -> Response:
     as_of = utc_now()
     samples = await training_samples(request.app.state.database, request.user.id)
@@ -2526,6 +2854,7 @@ async def retrain(request: Request) -> Response:
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
 
 
+@endpoint("Liveness and database check", ok=(200, HealthOut), auth=None, errors={503: "Database unreachable"})
 async def health(request: Request) -> Response:
     try:
         await request.app.state.database.fetch_val("SELECT 1")
@@ -2541,6 +2870,143 @@ async def health(request: Request) -> Response:
             status_code=503,
         )
     return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+
+
+def _schema_reference(annotation: Any, mode: str, components: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a model or list of models, its models moved to `components`."""
+    schema = TypeAdapter(annotation).json_schema(
+        mode=mode, ref_template="#/components/schemas/{model}"
+    )
+    components.update(schema.pop("$defs", {}))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        components[annotation.__name__] = schema
+        return {"$ref": f"#/components/schemas/{annotation.__name__}"}
+    return schema
+
+
+def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _operation_document(operation: Operation, path: str, components: dict[str, Any]) -> dict[str, Any]:
+    error = _schema_reference(ErrorOut, "serialization", components)
+    responses: dict[str, Any] = {}
+
+    def answer(status: int, description: str, schema: dict[str, Any] | None = error, **extra):
+        responses[str(status)] = {"description": description, **extra}
+        if schema is not None:
+            responses[str(status)]["content"] = _json_content(schema)
+
+    success = None
+    if operation.ok_schema is not None:
+        success = _schema_reference(operation.ok_schema, "serialization", components)
+    for status, description in [(operation.ok_status, "Success"), *operation.errors.items()]:
+        if status < 300:  # a success: the endpoint's own body
+            answer(status, description, None)
+            if success is not None:
+                responses[str(status)]["content"] = {operation.media_type: {"schema": success}}
+        else:
+            answer(status, description)
+    if operation.auth is not None:
+        answer(401, "Missing, invalid, expired or revoked token", headers={
+            "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
+        })
+    if operation.auth == "admin":
+        answer(403, "Not an admin")
+    if "{id}" in path and 404 not in operation.errors:
+        answer(404, "Not found, or not hers")
+    if operation.body is not None:
+        answer(400, "Malformed JSON")
+        answer(413, "Body over 1 MiB")
+    if operation.body is not None or operation.query is not None:
+        answer(422, "Validation error", _schema_reference(ValidationErrorOut, "serialization", components))
+    if operation.auth is not None or 429 in operation.errors:
+        answer(429, "Rate limited", headers={"Retry-After": {"schema": {"type": "integer"}}})
+
+    document: dict[str, Any] = {"summary": operation.summary, "responses": responses}
+    parameters = [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    ] if "{id}" in path else []
+    if operation.query is not None:
+        query_schema = operation.query.model_json_schema(by_alias=True)
+        for name, field in operation.query.model_fields.items():
+            alias = field.alias or name
+            parameters.append(
+                {
+                    "name": alias,
+                    "in": "query",
+                    "required": field.is_required(),
+                    "schema": query_schema["properties"][alias],
+                }
+            )
+    if parameters:
+        document["parameters"] = parameters
+    if operation.body is not None:
+        content = _json_content(_schema_reference(operation.body, "validation", components))
+        if operation.form is not None:
+            form_schema = _schema_reference(operation.form, "validation", components)
+            content["application/x-www-form-urlencoded"] = {"schema": form_schema}
+        # A body whose fields are all optional may be left out: it means `{}`.
+        required = any(field.is_required() for field in operation.body.model_fields.values())
+        document["requestBody"] = {"required": required, "content": content}
+    if operation.auth is not None:
+        document["security"] = [{"OAuth2PasswordBearer": []}]
+    return document
+
+
+API_GROUPS = ("auth", "users", "profiles", "periods", "moods", "predictions", "admin")
+
+
+def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route, from the models the handlers validate with."""
+    components: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for route in routes:
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        for method, handler in route.handlers.items():
+            document = _operation_document(handler.operation, path, components)
+            document["operationId"] = f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '') or 'root'}{'_slash' if path.endswith('/') else ''}"
+            group = path.strip("/").split("/")[0]
+            document["tags"] = [group if group in API_GROUPS else "service"]
+            paths.setdefault(path, {})[method] = document
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "PlanHer",
+            "version": __version__,
+            "description": "Cycle and energy tracking. Authorize with your email and password.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {
+                "OAuth2PasswordBearer": {
+                    "type": "oauth2",
+                    "flows": {"password": {"tokenUrl": "/auth/login", "scopes": {}}},
+                }
+            },
+        },
+    }
+
+
+@endpoint("This document", ok=(200, dict[str, Any]), auth=None)
+async def openapi_json(request: Request) -> Response:
+    return APIResponse(request.app.state.openapi)
+
+
+SWAGGER_UI_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>PlanHer API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="swagger-ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>
+SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});
+</script></body></html>"""
+
+
+@endpoint("Swagger UI for this API", ok=(200, str), auth=None, media_type="text/html")
+async def docs(request: Request) -> Response:
+    return HTMLResponse(SWAGGER_UI_PAGE)
 
 
 # ── Error handlers and middleware ────────────────────────────────────────────────────────
@@ -2625,9 +3091,6 @@ class BodySizeLimitMiddleware:
 
 # ── App assembly and command line ────────────────────────────────────────────────────────
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 def resource(path: str, **handlers: Handler) -> Route:
     """One route serving `path` with a handler per method (`get=…, put=…`), so that a 405
     lists every allowed method in its Allow header."""
@@ -2636,7 +3099,9 @@ def resource(path: str, **handlers: Handler) -> Route:
         method = "get" if request.method == "HEAD" else request.method.lower()
         return await handlers[method](request)
 
-    return Route(path, dispatch, methods=[method.upper() for method in handlers])
+    route = Route(path, dispatch, methods=[method.upper() for method in handlers])
+    route.handlers = handlers  # for the OpenAPI document
+    return route
 
 
 def with_and_without_slash(path: str, **handlers: Handler) -> list[Route]:
@@ -2662,6 +3127,8 @@ ROUTES = [
     resource("/predictions/history", get=prediction_history),
     resource("/predictions/retrain", post=retrain),
     resource("/health", get=health),
+    resource("/openapi.json", get=openapi_json),
+    resource("/docs", get=docs),
 ]
 
 
@@ -2717,6 +3184,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # `/periods` and `/periods/` are both served as-is
+    app.state.openapi = openapi_document(app.routes)
     app.state.settings = settings
     app.state.database = Database(settings.database_url)
     app.state.tokens = TokenSigner(

@@ -81,7 +81,7 @@ def test_the_date_may_be_tomorrow_but_not_later(client, account):
         ({"energy_level": 3}, "energy_level"),
         ({"energy_level": -1}, "energy_level"),
         ({"energy_level": "2"}, "energy_level"),
-        ({"energy_level": 1.0}, "energy_level"),
+        ({"energy_level": 1.5}, "energy_level"),
         ({}, "energy_level"),
         ({"energy_level": 1, "day_of_cycle": 0}, "day_of_cycle"),
         ({"energy_level": 1, "day_of_cycle": 91}, "day_of_cycle"),
