@@ -34,6 +34,7 @@ import secrets
 import sqlite3
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 from urllib.parse import parse_qsl
@@ -145,8 +146,35 @@ POPULATION_CYCLE_SD = 3.0  # within-woman spread assumed before her own cycles s
 SPREAD_PRIOR_WEIGHT_CYCLES = 2
 RANGE_Z = 1.2816  # ± z·sd holds 80% of a normal distribution
 
+COMMON_PASSWORDS = frozenset(
+    line.strip()
+    for line in (ROOT_DIR / "common-passwords.txt").read_text(encoding="utf-8").splitlines()
+    if line.strip() and not line.startswith("#")
+)
 ACCESS_TOKEN_SALT = "planher.access-token"
 REFRESH_TOKEN_SALT = "planher.refresh-token"
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    limit: int  # requests allowed…
+    window_s: int  # …per window of this many seconds
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """`30/60`: 30 per 60 seconds."""
+        limit, _, window_s = text.partition("/")
+        return cls(int(limit), int(window_s))
+
+
+DEFAULT_RATE_LIMITS = {
+    "login_ip": RateLimit(30, 60),  # sign-in attempts from one client address
+    "login_account_ip": RateLimit(5, 15 * 60),  # failed sign-ins to one account from one address
+    # failed sign-ins to one account from addresses she has not signed in from lately
+    "login_account": RateLimit(20, 15 * 60),
+    "register_ip": RateLimit(10, 60 * 60),  # accounts created from one client address
+    "api_user": RateLimit(600, 60),  # requests of one signed-in user, per worker process
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +188,9 @@ class Settings:
     bcrypt_rounds: int = BCRYPT_ROUNDS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     model_cache_size: int = MODEL_CACHE_SIZE
+    rate_limits: Mapping[str, RateLimit] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
+    )
 
     @classmethod
     def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -177,6 +208,14 @@ class Settings:
             cors_origins=_comma_separated(config("CORS_ORIGINS", default=""))
             or DEFAULT_CORS_ORIGINS,
             model_cache_size=config("MODEL_CACHE_SIZE", cast=int, default=MODEL_CACHE_SIZE),
+            rate_limits={
+                name: config(
+                    f"RATE_LIMIT_{name.upper()}",
+                    cast=RateLimit.parse,
+                    default=f"{default.limit}/{default.window_s}",
+                )
+                for name, default in DEFAULT_RATE_LIMITS.items()
+            },
         )
 
     @property
@@ -227,8 +266,18 @@ logins = sa.Table(
     _timestamp_column("refreshed_at"),
     _timestamp_column("revoked_at", nullable=True),
     sa.Column("revoked_reason", sa.String(32)),
+    sa.Column("ip", sa.String(64)),
     sa.Index("ix_logins_login_key", "login_key", unique=True),
     sa.Index("ix_logins_user_id", "user_id"),
+)
+
+rate_limits = sa.Table(
+    "rate_limits",
+    metadata,
+    sa.Column("bucket", sa.String(128), primary_key=True),
+    _timestamp_column("window_start"),
+    sa.Column("hits", sa.Integer, nullable=False),
+    sa.Index("ix_rate_limits_window_start", "window_start"),
 )
 
 user_profiles = sa.Table(
@@ -732,6 +781,87 @@ class BearerTokenBackend(AuthenticationBackend):
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+# Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
+# Every SET expression sees the row as it was, so both CASEs test the old window.
+COUNT_RATE_LIMIT_HIT = (
+    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES (:bucket, :now, 1) "
+    "ON CONFLICT (bucket) DO UPDATE SET "
+    "hits = CASE WHEN rate_limits.window_start <= :expired THEN 1 ELSE rate_limits.hits + 1 END, "
+    "window_start = CASE WHEN rate_limits.window_start <= :expired THEN :now "
+    "ELSE rate_limits.window_start END "
+    "RETURNING hits, window_start"
+)
+
+
+def rate_bucket(name: str, key: str) -> str:
+    """The limit's name and a hash of what it counts, so no email sits in the table."""
+    return f"{name}:{hashlib.sha256(key.encode('utf-8')).hexdigest()[:48]}"
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limited(retry_after_s: float, what: str) -> HTTPException:
+    seconds = max(1, math.ceil(retry_after_s))
+    return HTTPException(
+        429,
+        detail=f"Too many {what}; try again in {seconds} seconds",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+async def count_against_limit(request: Request, name: str, key: str, what: str) -> None:
+    """Count one hit in the shared (database) window of limit `name`; 429 past the limit."""
+    rule = request.app.state.settings.rate_limits[name]
+    now = utc_now()
+    row = await request.app.state.database.fetch_one(
+        COUNT_RATE_LIMIT_HIT,
+        {
+            "bucket": rate_bucket(name, key),
+            "now": now,
+            "expired": now - dt.timedelta(seconds=rule.window_s),
+        },
+    )
+    if row["hits"] > rule.limit:
+        window_end = row["window_start"] + dt.timedelta(seconds=rule.window_s)
+        raise rate_limited((window_end - now).total_seconds(), what)
+
+
+async def check_limit(request: Request, name: str, key: str, what: str) -> None:
+    """429 if limit `name` is used up for `key`, without counting this request."""
+    rule = request.app.state.settings.rate_limits[name]
+    now = utc_now()
+    row = await request.app.state.database.fetch_one(
+        sa.select(rate_limits.c.hits, rate_limits.c.window_start).where(
+            rate_limits.c.bucket == rate_bucket(name, key),
+            rate_limits.c.window_start > now - dt.timedelta(seconds=rule.window_s),
+        )
+    )
+    if row is not None and row["hits"] >= rule.limit:
+        window_end = row["window_start"] + dt.timedelta(seconds=rule.window_s)
+        raise rate_limited((window_end - now).total_seconds(), what)
+
+
+class RequestCounter:
+    """Per-user request counts in fixed windows, in this process only: each worker allows
+    the limit on its own (cheap enough to run on every request, unlike a database row)."""
+
+    def __init__(self, rule: RateLimit) -> None:
+        self.rule = rule
+        self._window_start = 0.0
+        self._counts: dict[int, int] = {}
+
+    def retry_after(self, user_id: int, now: float) -> float | None:
+        """Count a request; the seconds to wait if it is over the limit, else None."""
+        if now - self._window_start >= self.rule.window_s:
+            self._window_start, self._counts = now, {}
+        self._counts[user_id] = self._counts.get(user_id, 0) + 1
+        if self._counts[user_id] > self.rule.limit:
+            return self._window_start + self.rule.window_s - now
+        return None
+
+
 # ── Validation schemas ───────────────────────────────────────────────────────────────────
 
 
@@ -767,6 +897,12 @@ def _check_password(value: str) -> str:
     if len(value) < PASSWORD_MIN_CHARS:
         raise PydanticCustomError(
             "password_too_short", f"Password must be at least {PASSWORD_MIN_CHARS} characters"
+        )
+    if value.lower() in COMMON_PASSWORDS:
+        raise PydanticCustomError(
+            "password_too_common",
+            "This password is one of the most common ones, which attackers try first; "
+            "choose another",
         )
     return _check_password_bytes(value)
 
@@ -1210,6 +1346,9 @@ async def audit(
 async def authorize(request: Request, role: str) -> None:
     if not request.user.is_authenticated:
         raise HTTPException(401, detail=request.user.reason, headers=BEARER_CHALLENGE)
+    retry_after = request.app.state.request_counter.retry_after(request.user.id, time.monotonic())
+    if retry_after is not None:
+        raise rate_limited(retry_after, "requests")
     if role == "admin" and request.user.account["role"] != "admin":
         await audit(request, "admin_denied", ok=False, target=request.url.path)
         raise HTTPException(403, detail="This needs an admin account")
@@ -1822,6 +1961,7 @@ async def email_taken(database: Database, email: str) -> bool:
     errors={409: "An account with this email already exists", 429: "Too many registrations"},
 )
 async def register(request: Request, body: RegisterBody) -> Response:
+    await count_against_limit(request, "register_ip", client_ip(request), "new accounts from here")
     database = request.app.state.database
     if await email_taken(database, body.email):
         raise HTTPException(409, detail="An account with this email already exists")
@@ -1854,28 +1994,54 @@ async def register(request: Request, body: RegisterBody) -> Response:
     errors={401: "Incorrect email or password", 429: "Too many attempts"},
 )
 async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Response:
-    credentials = body
-    database = request.app.state.database
+    """Limits, balanced so that an attacker cannot lock a woman out: at most `login_ip`
+    attempts per address; `login_account_ip` failures per account and address; and
+    `login_account` failures per account across addresses, which never applies to an
+    address she signed in from lately (her own devices keep working during an attack)."""
+    database, ip = request.app.state.database, client_ip(request)
+    await count_against_limit(request, "login_ip", ip, "sign-in attempts from here")
     row = await database.fetch_one(
-        sa.select(users.c.id, users.c.password_hash).where(users.c.email == credentials.email)
+        sa.select(users.c.id, users.c.password_hash).where(users.c.email == body.email)
     )
+    await check_limit(request, "login_account_ip", f"{body.email}|{ip}", "failed sign-ins")
+    if row is None or not await signed_in_from(database, row["id"], ip):
+        await check_limit(request, "login_account", body.email, "failed sign-ins to this account")
     # An unknown email still costs one bcrypt check, so timing does not reveal accounts.
     password_hash = row["password_hash"] if row else request.app.state.dummy_password_hash
-    if not await verify_password(credentials.password, password_hash) or row is None:
+    if not await verify_password(body.password, password_hash) or row is None:
+        await count_against_limit(request, "login_account_ip", f"{body.email}|{ip}", "failed sign-ins")
+        await count_against_limit(request, "login_account", body.email, "failed sign-ins to this account")
+        await audit(request, "login", ok=False, user_id=row["id"] if row else None)
         raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
-    return APIResponse(await start_login(request.app, row["id"]))
+    await audit(request, "login", ok=True, user_id=row["id"])
+    return APIResponse(await start_login(request.app, row["id"], ip))
 
 
-async def start_login(app: Starlette, user_id: int) -> dict[str, Any]:
+async def signed_in_from(database: Database, user_id: int, ip: str) -> bool:
+    """Whether she has a login from this address whose refresh token is still valid."""
+    found = await database.fetch_val(
+        sa.select(logins.c.id).where(logins.c.user_id == user_id, logins.c.ip == ip).limit(1)
+    )
+    return found is not None
+
+
+async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
     """Record a new login for the user and return its token pair."""
     database, tokens = app.state.database, app.state.tokens
     now = utc_now()
     login_key, refresh_jti = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    # Logins whose refresh token has expired can never be used again: drop them.
+    # Logins whose refresh token has expired can never be used again, and windows of rate
+    # limits that have passed count nothing any more: drop them.
     await database.execute(
         logins.delete().where(
             logins.c.user_id == user_id,
             logins.c.refreshed_at < now - dt.timedelta(seconds=tokens.refresh_ttl_s),
+        )
+    )
+    longest_window_s = max(rule.window_s for rule in app.state.settings.rate_limits.values())
+    await database.execute(
+        rate_limits.delete().where(
+            rate_limits.c.window_start < now - dt.timedelta(seconds=longest_window_s)
         )
     )
     await database.execute(
@@ -1885,6 +2051,7 @@ async def start_login(app: Starlette, user_id: int) -> dict[str, Any]:
             refresh_jti=refresh_jti,
             created_at=now,
             refreshed_at=now,
+            ip=ip,
         )
     )
     return tokens.token_pair(user_id, login_key, refresh_jti)
@@ -1932,6 +2099,9 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
     )
     if rotated is None:
         await revoke_logins(database, logins.c.id == login_row["id"], "refresh_reuse")
+        await audit(
+            request, "refresh_reuse", ok=False, user_id=payload["uid"], target=f"login {login_row['id']}"
+        )
         raise HTTPException(
             401,
             detail="Refresh token was already used; this login has been signed out everywhere "
@@ -1951,6 +2121,7 @@ async def logout(request: Request, body: LogoutBody) -> Response:
             if payload["uid"] == request.user.id:
                 ended = sa.or_(ended, logins.c.login_key == payload["lid"])
     await revoke_logins(database, sa.and_(logins.c.user_id == request.user.id, ended), "logout")
+    await audit(request, "logout", ok=True)
     return Response(status_code=204)
 
 
@@ -1990,6 +2161,8 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
             sa.select(users.c.password_hash).where(users.c.id == request.user.id)
         )
         if not await verify_password(body.current_password, password_hash):
+            for field in sorted(given & {"email", "password"}):
+                await audit(request, f"{field}_change", ok=False)
             raise HTTPException(403, detail="Current password is incorrect")
     if body.email is not None and body.email != request.user.account["email"]:
         if await email_taken(database, body.email):
@@ -2016,6 +2189,9 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
             sa.and_(logins.c.user_id == request.user.id, logins.c.id != request.user.login_id),
             "password_change",
         )
+        await audit(request, "password_change", ok=True)
+    if "email" in changes:
+        await audit(request, "email_change", ok=True)
     return APIResponse(user_json(row))
 
 
@@ -2023,6 +2199,7 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
 async def delete_me(request: Request) -> Response:
     # Profile, periods, moods, models, predictions and logins go with it (ON DELETE CASCADE).
     await request.app.state.database.execute(users.delete().where(users.c.id == request.user.id))
+    await audit(request, "account_deletion", ok=True)
     return Response(status_code=204)
 
 
@@ -2053,6 +2230,7 @@ async def export_me(request: Request) -> Response:
     calendar = CycleCalendar.build(
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods], profile
     )
+    await audit(request, "export", ok=True)
     return APIResponse(
         {
             "user": user_json(request.user.account),
@@ -2226,14 +2404,20 @@ async def list_page(
     date_column: sa.Column,
     columns: Sequence[Any] | None = None,
     source: Any = None,
+    everyone: bool = False,
 ) -> tuple[list, int]:
-    """One page of her rows of `table` (selecting `columns` from `source`, a join, when
-    given), newest first, with the total count for X-Total-Count."""
-    condition = table.c.user_id == request.user.id
-    if query.from_date is not None:
-        condition &= date_column >= query.from_date
-    if query.to_date is not None:
-        condition &= date_column <= query.to_date
+    """One page of her rows of `table` (of every user's when `everyone`, for admins),
+    selecting `columns` from `source` (a join) when given, newest first, with the total
+    count for X-Total-Count. `from`/`to` are whole days, also on a timestamp column."""
+    condition = sa.true() if everyone else table.c.user_id == request.user.id
+    first_day, last_day = query.from_date, query.to_date
+    if isinstance(date_column.type, sa.DateTime):
+        first_day = first_day and dt.datetime.combine(first_day, dt.time())
+        last_day = last_day and dt.datetime.combine(last_day, dt.time.max)
+    if first_day is not None:
+        condition &= date_column >= first_day
+    if last_day is not None:
+        condition &= date_column <= last_day
     database = request.app.state.database
     total = await database.fetch_val(sa.select(sa.func.count()).select_from(table).where(condition))
     rows = await database.fetch_all(
@@ -2846,9 +3030,31 @@ async def retrain(request: Request) -> Response:
         )
     try:
         row = await train_and_store(request.app, request.user.id, samples, as_of)
+        await audit(request, "retrain", ok=True, target=f"model version {row['version']}")
     except TrainingBusy:
         raise HTTPException(409, detail="Your model is being trained right now; try again in a few seconds") from None
     return APIResponse(model_json(row))
+
+
+# ── Handlers: admin ──────────────────────────────────────────────────────────────────────
+
+
+@endpoint("Every account, newest first: account fields only", ok=(200, list[UserOut]), auth="admin", query=ListQuery)
+async def admin_users(request: Request, query: ListQuery) -> Response:
+    rows, total = await list_page(
+        request, query, users, users.c.created_at, columns=ACCOUNT_COLUMNS, everyone=True
+    )
+    return list_response([user_json(row) for row in rows], total)
+
+
+def audit_event_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: row[name] for name in ("id", "at", "user_id", "action", "target", "ip", "ok")}
+
+
+@endpoint("Security events, newest first", ok=(200, list[AuditEventOut]), auth="admin", query=ListQuery)
+async def admin_audit(request: Request, query: ListQuery) -> Response:
+    rows, total = await list_page(request, query, audit_events, audit_events.c.at, everyone=True)
+    return list_response([audit_event_json(row) for row in rows], total)
 
 
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
@@ -3126,6 +3332,8 @@ ROUTES = [
     resource("/predictions/forecast", get=forecast),
     resource("/predictions/history", get=prediction_history),
     resource("/predictions/retrain", post=retrain),
+    resource("/admin/users", get=admin_users),
+    resource("/admin/audit", get=admin_audit),
     resource("/health", get=health),
     resource("/openapi.json", get=openapi_json),
     resource("/docs", get=docs),
@@ -3197,6 +3405,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.model_cache = ModelCache(settings.model_cache_size)
     app.state.trainer = Trainer(app)
+    app.state.request_counter = RequestCounter(settings.rate_limits["api_user"])
     return app
 
 

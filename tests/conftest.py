@@ -91,7 +91,12 @@ def database_url(tmp_path_factory):
 
 
 def make_settings(database_url: str, **changes) -> planher.Settings:
-    defaults = {"secret_keys": (TEST_SECRET_KEY,), "bcrypt_rounds": 4}
+    generous = planher.RateLimit(100_000, 60)  # tests sign in far more often than people
+    defaults = {
+        "secret_keys": (TEST_SECRET_KEY,),
+        "bcrypt_rounds": 4,
+        "rate_limits": {name: generous for name in planher.DEFAULT_RATE_LIMITS},
+    }
     return planher.Settings(database_url=database_url, **{**defaults, **changes})
 
 
