@@ -816,12 +816,13 @@ async def count_against_limit(request: Request, name: str, key: str, what: str) 
     rule = request.app.state.settings.rate_limits[name]
     now = utc_now()
     row = await request.app.state.database.fetch_one(
-        COUNT_RATE_LIMIT_HIT,
-        {
-            "bucket": rate_bucket(name, key),
-            "now": now,
-            "expired": now - dt.timedelta(seconds=rule.window_s),
-        },
+        sa.text(COUNT_RATE_LIMIT_HIT)
+        .bindparams(
+            bucket=rate_bucket(name, key),
+            now=now,
+            expired=now - dt.timedelta(seconds=rule.window_s),
+        )
+        .columns(hits=sa.Integer, window_start=sa.DateTime)
     )
     if row["hits"] > rule.limit:
         window_end = row["window_start"] + dt.timedelta(seconds=rule.window_s)
@@ -2733,12 +2734,11 @@ async def training_claim(database: Database, subject: str):
     now = utc_now()
     async with database.transaction():
         claimed = await database.fetch_one(
-            CLAIM_TRAINING,
-            {
-                "subject": subject,
-                "now": now,
-                "stale_before": now - dt.timedelta(seconds=TRAINING_CLAIM_TIMEOUT_S),
-            },
+            sa.text(CLAIM_TRAINING).bindparams(
+                subject=subject,
+                now=now,
+                stale_before=now - dt.timedelta(seconds=TRAINING_CLAIM_TIMEOUT_S),
+            )
         )
     try:
         yield claimed is not None

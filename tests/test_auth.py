@@ -11,10 +11,12 @@ from starlette.testclient import TestClient
 
 import planher
 from conftest import (
+    ON_POSTGRES,
     PASSWORD,
     TEST_SECRET_KEY,
     bearer,
     create_account,
+    fresh_database_url,
     login,
     make_settings,
     new_email,
@@ -347,3 +349,108 @@ def test_logout_ignores_another_users_refresh_token(client, account):
 
 def test_logout_without_a_token_is_401(client):
     assert_unauthorized(client.post("/auth/logout"))
+
+
+# ── common passwords ──
+
+
+@pytest.mark.parametrize("password", ["password1", "Iloveyou12", "QWERTYUIOP", "1234567890"])
+def test_registration_refuses_the_most_common_passwords(client, password):
+    response = client.post("/auth/register", json={"email": new_email(), "password": password})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "password_too_common"
+
+
+# ── rate limits ──
+
+
+class ClientAddress:
+    """Presents the app with requests from `ip`, as uvicorn would for that client."""
+
+    def __init__(self, app) -> None:
+        self.app, self.ip = app, "198.51.100.1"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope = {**scope, "client": (self.ip, 50000)}
+        await self.app(scope, receive, send)
+
+
+LOW_LIMITS = {
+    "login_ip": planher.RateLimit(6, 60),
+    "login_account_ip": planher.RateLimit(3, 900),
+    "login_account": planher.RateLimit(4, 900),
+    "register_ip": planher.RateLimit(3, 3600),
+    "api_user": planher.RateLimit(8, 60),
+}
+
+
+@pytest.fixture
+def limited(tmp_path):
+    with fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", tmp_path) as url:
+        addressed = ClientAddress(planher.create_app(make_settings(url, rate_limits=LOW_LIMITS)))
+        with TestClient(addressed) as client:
+            yield client, addressed
+
+
+def assert_rate_limited(response) -> None:
+    assert response.status_code == 429, response.text
+    assert int(response.headers["Retry-After"]) >= 1
+    assert response.json()["detail"].startswith("Too many")
+
+
+def test_registrations_are_limited_per_address(limited):
+    client, address = limited
+    for _ in range(3):
+        create_account(client)
+    assert_rate_limited(client.post("/auth/register", json={"email": new_email(), "password": PASSWORD}))
+    address.ip = "198.51.100.2"
+    create_account(client)
+
+
+def test_sign_in_attempts_are_limited_per_address(limited):
+    client, address = limited
+    address.ip = "198.51.100.9"
+    account = create_account(client)  # signs in once
+    for _ in range(5):
+        client.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
+    assert_rate_limited(client.post("/auth/login", json={"email": account.email, "password": PASSWORD}))
+    address.ip = "198.51.100.10"
+    login(client, account.email)
+
+
+def test_failed_sign_ins_to_one_account_from_one_address_are_limited(limited):
+    client, address = limited
+    account = create_account(client)
+    address.ip = "203.0.113.7"
+    for _ in range(3):
+        wrong = client.post("/auth/login", json={"email": account.email, "password": "wrong password"})
+        assert wrong.status_code == 401
+    assert_rate_limited(client.post("/auth/login", json={"email": account.email, "password": PASSWORD}))
+    address.ip = "203.0.113.8"
+    login(client, account.email)
+
+
+def test_an_attack_from_many_addresses_cannot_lock_her_out_of_her_own_device(limited):
+    client, address = limited
+    address.ip = "192.0.2.10"  # her phone
+    account = create_account(client)
+    for attacker in range(4):
+        address.ip = f"203.0.113.{100 + attacker}"
+        wrong = client.post("/auth/login", json={"email": account.email, "password": "guess"})
+        assert wrong.status_code == 401
+    address.ip = "203.0.113.200"  # a new address: held back while the account is attacked
+    assert_rate_limited(client.post("/auth/login", json={"email": account.email, "password": PASSWORD}))
+    address.ip = "192.0.2.10"  # her own device still signs in
+    login(client, account.email)
+
+
+def test_each_worker_limits_the_requests_of_one_user(limited):
+    client, address = limited
+    account = create_account(client)
+    address.ip = "198.51.100.77"
+    other = create_account(client)
+    for _ in range(8):
+        assert client.get("/auth/me", headers=account.headers).status_code == 200
+    assert_rate_limited(client.get("/auth/me", headers=account.headers))
+    assert client.get("/auth/me", headers=other.headers).status_code == 200

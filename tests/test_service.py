@@ -114,3 +114,49 @@ def test_an_unknown_origin_gets_no_cors_headers(client):
     response = client.get("/health", headers={"Origin": "https://evil.example"})
     assert response.status_code == 200
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+# ── the OpenAPI document and the docs page ──
+
+
+def mounted_operations(app) -> set[tuple[str, str]]:
+    operations = set()
+    for route in app.routes:
+        path = route.path.replace("{id:int}", "{id}")
+        operations |= {(path, method.lower()) for method in route.methods if method != "HEAD"}
+    return operations
+
+
+def test_every_mounted_route_is_in_the_openapi_document_and_nothing_else(client):
+    document = client.get("/openapi.json").json()
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == mounted_operations(client.app)
+
+
+def test_the_document_is_openapi_3_1_with_the_oauth2_password_flow(client):
+    document = client.get("/openapi.json").json()
+    assert document["openapi"] == "3.1.0"
+    scheme = document["components"]["securitySchemes"]["OAuth2PasswordBearer"]
+    assert scheme["flows"]["password"]["tokenUrl"] == "/auth/login"
+    register = document["paths"]["/auth/register"]["post"]
+    assert "security" not in register
+    assert register["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RegisterBody"
+    }
+    assert set(register["responses"]) >= {"201", "400", "409", "413", "422", "429"}
+    login = document["paths"]["/auth/login"]["post"]["requestBody"]["content"]
+    assert set(login) == {"application/json", "application/x-www-form-urlencoded"}
+    moods = document["paths"]["/moods/"]["get"]
+    assert moods["security"] == [{"OAuth2PasswordBearer": []}]
+    assert {p["name"] for p in moods["parameters"]} == {"limit", "offset", "from", "to"}
+    assert moods["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
+        "$ref": "#/components/schemas/MoodOut"
+    }
+    assert document["components"]["schemas"]["ValidationErrorOut"]["properties"]["detail"]["type"] == "array"
+
+
+def test_the_docs_page_is_swagger_ui_for_the_document(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "swagger-ui" in response.text and 'url: "/openapi.json"' in response.text

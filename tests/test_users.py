@@ -253,3 +253,11 @@ def test_export_of_a_new_account_is_empty_but_complete(client, account):
     export = client.get("/users/me/export", headers=account.headers).json()
     assert export["profile"] is None
     assert export["periods"] == export["moods"] == export["predictions"] == export["models"] == []
+
+
+def test_a_new_password_may_not_be_a_common_one(client, account):
+    response = client.put(
+        "/users/me", headers=account.headers, json={"password": "sunshine1", "current_password": PASSWORD}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "password_too_common"
