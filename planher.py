@@ -6,8 +6,11 @@ cycle, when the next period comes and what energy to expect. The HTTP contract i
 `python planher.py --help`.
 
 The module reads top to bottom: configuration, tables, the database pool, migrations,
-security, validation schemas, handlers (in the contract's order), error handlers and
-middleware, then the app and its command line.
+security (passwords, tokens, rate limits, audit), validation schemas (and the `@endpoint`
+decorator that validates and documents each handler), the cycle calculator, the energy
+models and their store, the handlers in the contract's order (auth, users, profiles,
+periods, moods, predictions, admin, service), error handlers and middleware, then the app
+and its command line.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import functools
 import getpass
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -33,10 +37,10 @@ import re
 import secrets
 import sqlite3
 import statistics
-import sys
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import aiosqlite
@@ -49,11 +53,19 @@ import numpy as np
 import sklearn
 import sqlalchemy as sa
 from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTransaction
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -427,7 +439,11 @@ class APIResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(
-            content, default=json_default, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            content,
+            default=json_default,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
         ).encode("utf-8")
 
 
@@ -1060,6 +1076,14 @@ class ListQuery(BaseModel):
     to_date: dt.date | None = Field(None, alias="to")
 
 
+class PredictionQuery(BaseModel):
+    date: dt.date | None = None
+
+
+class ForecastQuery(BaseModel):
+    days: int = Field(DEFAULT_FORECAST_DAYS, ge=1, le=MAX_FORECAST_DAYS)
+
+
 # Response shapes. Handlers build plain dicts; these models describe them in the OpenAPI
 # document, and the schemathesis run in the tests checks every response against them.
 Phase = Literal["menstrual", "follicular", "ovulatory", "luteal", "late"]
@@ -1326,7 +1350,12 @@ def endpoint(
 
 
 async def audit(
-    request: Request, action: str, *, ok: bool, user_id: int | None = None, target: str | None = None
+    request: Request,
+    action: str,
+    *,
+    ok: bool,
+    user_id: int | None = None,
+    target: str | None = None,
 ) -> None:
     """Record a security event: who, what, from where, and whether it succeeded. Never a
     password, a token or a health value."""
@@ -1363,12 +1392,12 @@ PHASES = ("menstrual", "follicular", "ovulatory", "luteal", "late")
 def cycle_lengths(period_starts: Iterable[dt.date]) -> list[int]:
     """The lengths of her cycles: gaps between consecutive starts that can be one cycle."""
     starts = sorted(period_starts)
-    gaps = [(later - earlier).days for earlier, later in zip(starts, starts[1:])]
+    gaps = [(later - earlier).days for earlier, later in itertools.pairwise(starts)]
     return [gap for gap in gaps if CYCLE_MIN_DAYS <= gap <= CYCLE_MAX_DAYS]
 
 
 def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
-    pairs = sorted(zip(values, weights))
+    pairs = sorted(zip(values, weights, strict=True))
     half, running = sum(weights) / 2, 0.0
     for value, weight in pairs:
         running += weight
@@ -1385,9 +1414,11 @@ def huber_mean(values: Sequence[float], weights: Sequence[float]) -> tuple[float
     for _ in range(10):
         robust_weights = [
             weight * min(1.0, HUBER_THRESHOLD_DAYS / max(abs(value - centre), 1e-9))
-            for value, weight in zip(values, weights)
+            for value, weight in zip(values, weights, strict=True)
         ]
-        centre = sum(v * w for v, w in zip(values, robust_weights)) / sum(robust_weights)
+        centre = sum(v * w for v, w in zip(values, robust_weights, strict=True)) / sum(
+            robust_weights
+        )
     return centre, sum(robust_weights)
 
 
@@ -1606,10 +1637,14 @@ def period_problems(start: dt.date, end: dt.date | None, today: dt.date) -> list
     latest_allowed = today + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
     problems = []
     if start > latest_allowed:
-        problems.append(("start_date", f"start_date may not be in the future (after {latest_allowed})"))
+        problems.append(
+            ("start_date", f"start_date may not be in the future (after {latest_allowed})")
+        )
     if end is not None:
         if end > latest_allowed:
-            problems.append(("end_date", f"end_date may not be in the future (after {latest_allowed})"))
+            problems.append(
+                ("end_date", f"end_date may not be in the future (after {latest_allowed})")
+            )
         if end < start:
             problems.append(("end_date", "end_date must be on or after start_date"))
         elif (end - start).days + 1 > PERIOD_MAX_DAYS:
@@ -1618,7 +1653,11 @@ def period_problems(start: dt.date, end: dt.date | None, today: dt.date) -> list
 
 
 def profile_problems(profile: Mapping[str, Any]) -> list[tuple[str, str]]:
-    luteal, menses, cycle = profile["luteal_length"], profile["menses_length"], profile["cycle_length"]
+    luteal, menses, cycle = (
+        profile["luteal_length"],
+        profile["menses_length"],
+        profile["cycle_length"],
+    )
     if luteal + menses < cycle:
         return []
     return [
@@ -1686,13 +1725,24 @@ MODEL_SIGNATURE_SALT = "planher.energy-model"
 # costs memory (see README for the measured sizes).
 # Energy follows the phase, a low-dimensional signal, and a woman has 10 to a few hundred
 # labelled days: shallow, well-populated trees generalize best here (and stay small).
-RANDOM_FOREST_PARAMS = {"n_estimators": 50, "max_depth": 3, "min_samples_leaf": 5, "random_state": 0}
+RANDOM_FOREST_PARAMS = {
+    "n_estimators": 50,
+    "max_depth": 3,
+    "min_samples_leaf": 5,
+    "random_state": 0,
+}
 HIST_GRADIENT_BOOSTING_PARAMS = {
-    "max_iter": 50, "max_depth": 2, "min_samples_leaf": 8, "learning_rate": 0.05, "random_state": 0
+    "max_iter": 50,
+    "max_depth": 2,
+    "min_samples_leaf": 8,
+    "learning_rate": 0.05,
+    "random_state": 0,
 }
 
 
-def mood_cycle_day(calendar: CycleCalendar, date: dt.date, given_day: int | None) -> CycleDay | None:
+def mood_cycle_day(
+    calendar: CycleCalendar, date: dt.date, given_day: int | None
+) -> CycleDay | None:
     """Where a mood's date falls: from her periods when they cover it, else from the day of
     cycle she gave (in a cycle of the estimated length), else unknown."""
     cycle = calendar.cycle_day(date)
@@ -1720,8 +1770,15 @@ def profile_features(profile: Mapping[str, Any] | None) -> list[float]:
     """What sets one woman apart from another: only the population model uses these. A
     woman without a profile gets the defaults (and a typical BMI), flagged as such."""
     if profile is None:
-        return [0.0, TYPICAL_BMI, DEFAULT_CYCLE_LENGTH, DEFAULT_LUTEAL_LENGTH,
-                DEFAULT_MENSES_LENGTH, 0.0, DEFAULT_NUMBER_OF_PEAK]
+        return [
+            0.0,
+            TYPICAL_BMI,
+            DEFAULT_CYCLE_LENGTH,
+            DEFAULT_LUTEAL_LENGTH,
+            DEFAULT_MENSES_LENGTH,
+            0.0,
+            DEFAULT_NUMBER_OF_PEAK,
+        ]
     return [
         1.0,
         bmi(profile["height_cm"], profile["weight_kg"]),
@@ -1788,7 +1845,9 @@ class TrainingResult:
     estimator: Any  # fitted on every sample when shipped, else None
 
 
-def train_energy_model(features: Sequence[Sequence[float]], levels: Sequence[int]) -> TrainingResult:
+def train_energy_model(
+    features: Sequence[Sequence[float]], levels: Sequence[int]
+) -> TrainingResult:
     """Cross-validate every candidate, pick one, fit it on everything. CPU-bound: call it in
     a worker thread."""
     X, y = np.asarray(features, dtype=float), np.asarray(levels)
@@ -1805,7 +1864,9 @@ def train_energy_model(features: Sequence[Sequence[float]], levels: Sequence[int
         cv_accuracy=round(scores[best], 4),
         baseline_accuracy=round(scores["majority"], 4),
         n_samples=len(y),
-        candidates=[{"type": name, "cv_accuracy": round(score, 4)} for name, score in scores.items()],
+        candidates=[
+            {"type": name, "cv_accuracy": round(score, 4)} for name, score in scores.items()
+        ],
         estimator=candidates[best].fit(X, y) if shipped else None,
     )
 
@@ -1865,8 +1926,8 @@ def predict_energy(
     if known:
         rows = [energy_features(cycles[index], profile, model.with_profile) for index in known]
         probabilities = model.estimator.predict_proba(np.asarray(rows, dtype=float))
-        for index, row in zip(known, probabilities):
-            by_level = dict(zip(model.estimator.classes_.tolist(), row.tolist()))
+        for index, row in zip(known, probabilities, strict=True):
+            by_level = dict(zip(model.estimator.classes_.tolist(), row.tolist(), strict=True))
             results[index] = (tuple(by_level.get(level, 0.0) for level in range(3)), model)
     return results
 
@@ -1879,7 +1940,7 @@ def energy_json(probabilities: Sequence[float]) -> dict[str, Any]:
         "level": level,
         "label": ENERGY_LABELS[level],
         "confidence": rounded[level],
-        "probabilities": dict(zip(ENERGY_LABELS, rounded)),
+        "probabilities": dict(zip(ENERGY_LABELS, rounded, strict=True)),
     }
 
 
@@ -1933,6 +1994,290 @@ def bayes_rate(phases: Iterable[str]) -> float:
     knows the phase and guesses its most likely level."""
     phases = list(phases)
     return sum(max(DEMO_ENERGY_BY_PHASE[phase]) for phase in phases) / len(phases)
+
+
+# ── Energy model store: versions, cache, background training ─────────────────────────
+
+MODEL_METADATA_COLUMNS = [column for column in user_models.c if column.name != "model_blob"]
+
+
+def model_subject(user_id: int | None) -> str:
+    return "population" if user_id is None else f"user:{user_id}"
+
+
+def owner_condition(user_id: int | None) -> Any:
+    """Her models, or the population model's (no owner)."""
+    return user_models.c.user_id.is_(None) if user_id is None else user_models.c.user_id == user_id
+
+
+async def newest_model_row(database: Database, user_id: int | None, shipped_only: bool) -> Any:
+    condition = owner_condition(user_id)
+    if shipped_only:
+        condition &= user_models.c.shipped.is_(True)
+    return await database.fetch_one(
+        sa.select(*MODEL_METADATA_COLUMNS)
+        .where(condition)
+        .order_by(user_models.c.version.desc())
+        .limit(1)
+    )
+
+
+async def active_model(app: Starlette, user_id: int) -> EnergyModel:
+    """Her personal model if one is shipped, else the population model, else the phase
+    prior. One cheap query per level checks the shipped version, so a model retrained by
+    another worker replaces the cached one at once; only a new version is loaded."""
+    database, cache = app.state.database, app.state.model_cache
+    for owner, source in ((user_id, "personal"), (None, "population")):
+        row = await newest_model_row(database, owner, shipped_only=True)
+        if row is None:
+            continue
+        subject = model_subject(owner)
+        if row["sklearn_version"] != sklearn.__version__:
+            app.state.trainer.schedule(owner)  # saved by another scikit-learn: retrain
+            continue
+        model = cache.get(subject, row["version"])
+        if model is None:
+            blob = await database.fetch_val(
+                sa.select(user_models.c.model_blob).where(user_models.c.id == row["id"])
+            )
+            try:
+                estimator = await run_in_threadpool(deserialize_model, blob, app.state.model_signer)
+            except Exception as error:  # a foreign or tampered blob is never unpickled
+                logger.warning(
+                    "%s model version %s refused (%s); retraining it",
+                    subject,
+                    row["version"],
+                    type(error).__name__,
+                )
+                await database.execute(  # no instance tries it again
+                    user_models.update()
+                    .where(user_models.c.id == row["id"])
+                    .values(shipped=False, model_blob=None)
+                )
+                app.state.trainer.schedule(owner, force=True)
+                continue
+            model = EnergyModel(
+                source=source,
+                estimator=estimator,
+                with_profile=owner is None,
+                version=row["version"],
+                model_type=row["model_type"],
+                trained_at=row["trained_at"],
+                n_samples=row["n_samples"],
+                cv_accuracy=row["cv_accuracy"],
+                baseline_accuracy=row["baseline_accuracy"],
+            )
+            cache.put(subject, model)
+        return model
+    return PHASE_PRIOR_MODEL
+
+
+async def training_samples(database: Database, user_id: int | None):
+    """Her labelled days, or (user_id None) the most recent labelled days of everyone, as
+    (cycle day, profile, level)."""
+    mood_columns = [
+        daily_moods.c.user_id,
+        daily_moods.c.date,
+        daily_moods.c.day_of_cycle,
+        daily_moods.c.energy_level,
+    ]
+    if user_id is not None:
+        moods = await database.fetch_all(
+            sa.select(*mood_columns).where(daily_moods.c.user_id == user_id)
+        )
+        calendars = {user_id: await load_calendar(database, user_id)}
+    else:
+        moods = await database.fetch_all(
+            sa.select(*mood_columns)
+            .order_by(daily_moods.c.date.desc())
+            .limit(POPULATION_MAX_SAMPLES)
+        )
+        calendars = await load_all_calendars(database, {mood["user_id"] for mood in moods})
+    by_user = collections.defaultdict(list)
+    for mood in moods:
+        by_user[mood["user_id"]].append(mood)
+    return [
+        (cycle, calendars[owner].profile, level)
+        for owner, owned in by_user.items()
+        for cycle, level in labelled_days(calendars[owner], owned)
+    ]
+
+
+async def load_all_calendars(database: Database, user_ids: set[int]) -> dict[int, CycleCalendar]:
+    periods = await database.fetch_all(
+        sa.select(period_records.c.user_id, period_records.c.start_date, period_records.c.end_date)
+    )
+    profiles = {
+        row["user_id"]: as_dict(row) for row in await database.fetch_all(user_profiles.select())
+    }
+    spans = collections.defaultdict(list)
+    for row in periods:
+        spans[row["user_id"]].append(PeriodSpan(row["start_date"], row["end_date"]))
+    return {
+        user_id: CycleCalendar.build(spans[user_id], profiles.get(user_id)) for user_id in user_ids
+    }
+
+
+# Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
+CLAIM_TRAINING = (
+    "INSERT INTO model_training_claims (subject, claimed_at) VALUES (:subject, :now) "
+    "ON CONFLICT (subject) DO UPDATE SET claimed_at = excluded.claimed_at "
+    "WHERE model_training_claims.claimed_at < :stale_before RETURNING subject"
+)
+
+
+@contextlib.asynccontextmanager
+async def training_claim(database: Database, subject: str):
+    """Yields whether this process may train `subject` now: the claim is a database row,
+    so it holds across every app instance."""
+    now = utc_now()
+    async with database.transaction():
+        claimed = await database.fetch_one(
+            sa.text(CLAIM_TRAINING).bindparams(
+                subject=subject,
+                now=now,
+                stale_before=now - dt.timedelta(seconds=TRAINING_CLAIM_TIMEOUT_S),
+            )
+        )
+    try:
+        yield claimed is not None
+    finally:
+        if claimed is not None:
+            await database.execute(
+                model_training_claims.delete().where(model_training_claims.c.subject == subject)
+            )
+
+
+class TrainingBusy(Exception):
+    """Another request or instance is training this model right now."""
+
+
+async def train_and_store(
+    app: Starlette, user_id: int | None, samples: list, as_of: dt.datetime
+) -> dict[str, Any]:
+    """Train on `samples` (the data as of `as_of`) in a worker thread and store the result
+    as the next version; moods changed after `as_of` count towards the next training."""
+    database = app.state.database
+    async with training_claim(database, model_subject(user_id)) as claimed:
+        if not claimed:
+            raise TrainingBusy()
+        with_profile = user_id is None
+        features = [energy_features(cycle, profile, with_profile) for cycle, profile, _ in samples]
+        levels = [level for _, _, level in samples]
+        result = await run_in_threadpool(train_energy_model, features, levels)
+        blob = None
+        if result.shipped:
+            blob = await run_in_threadpool(
+                serialize_model, result.estimator, app.state.model_signer
+            )
+        async with database.transaction():
+            version = 1 + (
+                await database.fetch_val(
+                    sa.select(sa.func.coalesce(sa.func.max(user_models.c.version), 0)).where(
+                        owner_condition(user_id)
+                    )
+                )
+            )
+            row = await database.fetch_one(
+                user_models.insert()
+                .values(
+                    user_id=user_id,
+                    version=version,
+                    model_type=result.model_type,
+                    shipped=result.shipped,
+                    cv_accuracy=result.cv_accuracy,
+                    baseline_accuracy=result.baseline_accuracy,
+                    n_samples=result.n_samples,
+                    candidates=json.dumps(result.candidates),
+                    sklearn_version=sklearn.__version__,
+                    model_blob=blob,
+                    trained_at=as_of,
+                )
+                .returning(*MODEL_METADATA_COLUMNS)
+            )
+    logger.info(
+        "trained %s model version %s: %s, shipped=%s",
+        model_subject(user_id),
+        version,
+        result.model_type,
+        result.shipped,
+    )
+    return as_dict(row)
+
+
+async def changed_moods_since(
+    database: Database, user_id: int | None, since: dt.datetime | None
+) -> int:
+    condition = sa.true() if user_id is None else daily_moods.c.user_id == user_id
+    if since is not None:
+        condition &= daily_moods.c.updated_at >= since
+    return await database.fetch_val(
+        sa.select(sa.func.count()).select_from(daily_moods).where(condition)
+    )
+
+
+async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = False) -> None:
+    """Retrain when enough moods changed since the last training (her own model), or
+    across everyone (the population model), or when `force`d, and there is enough data."""
+    database = app.state.database
+    last = await newest_model_row(database, user_id, shipped_only=False)
+    if not force and last is not None and last["sklearn_version"] == sklearn.__version__:
+        every = (
+            RETRAIN_AFTER_CHANGED_MOODS
+            if user_id is not None
+            else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
+        )
+        if await changed_moods_since(database, user_id, last["trained_at"]) < every:
+            return
+    as_of = utc_now()
+    samples = await training_samples(database, user_id)
+    minimum = PERSONAL_MIN_DAYS if user_id is not None else POPULATION_MIN_DAYS
+    if days_missing_for_a_model([level for *_, level in samples], minimum) == 0:
+        with contextlib.suppress(TrainingBusy):
+            await train_and_store(app, user_id, samples, as_of)
+
+
+class Trainer:
+    """Background training: at most one task per model in this process (and one across
+    processes, by the claim row), never on the event loop, never delaying a response."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self._running: dict[int | None, asyncio.Task] = {}
+        self._asked_again: set[int | None] = set()
+        self._forced: set[int | None] = set()
+
+    def schedule(self, user_id: int | None, force: bool = False) -> None:
+        """Consider retraining her model (and then the population model) in the background;
+        `force` retrains even if little changed (a model that could not be loaded). Asked
+        while that is running, it looks again once the running pass is done."""
+        if force:
+            self._forced.add(user_id)
+        if user_id in self._running:
+            self._asked_again.add(user_id)
+            return
+        self._running[user_id] = asyncio.get_running_loop().create_task(self._retrain(user_id))
+
+    async def _retrain(self, user_id: int | None) -> None:
+        try:
+            while True:
+                self._asked_again.discard(user_id)
+                force = user_id in self._forced
+                self._forced.discard(user_id)
+                await retrain_if_due(self.app, user_id, force)
+                if user_id is not None:
+                    await retrain_if_due(self.app, None)
+                if user_id not in self._asked_again:
+                    break
+        except Exception:
+            logger.exception("background training of %s failed", model_subject(user_id))
+        finally:
+            self._running.pop(user_id, None)
+
+    async def drain(self) -> None:
+        """Wait for every scheduled training (at shutdown, and in tests)."""
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
 
 
 # ── Handlers: auth ───────────────────────────────────────────────────────────────────────
@@ -2010,8 +2355,12 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Respo
     # An unknown email still costs one bcrypt check, so timing does not reveal accounts.
     password_hash = row["password_hash"] if row else request.app.state.dummy_password_hash
     if not await verify_password(body.password, password_hash) or row is None:
-        await count_against_limit(request, "login_account_ip", f"{body.email}|{ip}", "failed sign-ins")
-        await count_against_limit(request, "login_account", body.email, "failed sign-ins to this account")
+        await count_against_limit(
+            request, "login_account_ip", f"{body.email}|{ip}", "failed sign-ins"
+        )
+        await count_against_limit(
+            request, "login_account", body.email, "failed sign-ins to this account"
+        )
         await audit(request, "login", ok=False, user_id=row["id"] if row else None)
         raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
     await audit(request, "login", ok=True, user_id=row["id"])
@@ -2101,7 +2450,11 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
     if rotated is None:
         await revoke_logins(database, logins.c.id == login_row["id"], "refresh_reuse")
         await audit(
-            request, "refresh_reuse", ok=False, user_id=payload["uid"], target=f"login {login_row['id']}"
+            request,
+            "refresh_reuse",
+            ok=False,
+            user_id=payload["uid"],
+            target=f"login {login_row['id']}",
         )
         raise HTTPException(
             401,
@@ -2112,7 +2465,9 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
     return APIResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
 
 
-@endpoint("Sign out this login (and the one of the refresh token given)", ok=(204, None), body=LogoutBody)
+@endpoint(
+    "Sign out this login (and the one of the refresh token given)", ok=(204, None), body=LogoutBody
+)
 async def logout(request: Request, body: LogoutBody) -> Response:
     database = request.app.state.database
     ended = logins.c.id == request.user.login_id
@@ -2513,6 +2868,7 @@ async def delete_period(request: Request) -> Response:
 
 # ── Handlers: moods ──────────────────────────────────────────────────────────────────────
 
+
 def mood_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
     cycle = mood_cycle_day(calendar, row["date"], row["day_of_cycle"])
     return {
@@ -2535,7 +2891,9 @@ def check_mood_date(date: dt.date) -> None:
 
 async def mood_on(database: Database, user_id: int, date: dt.date) -> Any:
     return await database.fetch_one(
-        sa.select(daily_moods.c.id).where(daily_moods.c.user_id == user_id, daily_moods.c.date == date)
+        sa.select(daily_moods.c.id).where(
+            daily_moods.c.user_id == user_id, daily_moods.c.date == date
+        )
     )
 
 
@@ -2611,273 +2969,6 @@ async def delete_mood(request: Request) -> Response:
 
 
 # ── Handlers: predictions ────────────────────────────────────────────────────────────────
-
-MODEL_METADATA_COLUMNS = [column for column in user_models.c if column.name != "model_blob"]
-
-
-def model_subject(user_id: int | None) -> str:
-    return "population" if user_id is None else f"user:{user_id}"
-
-
-def owner_condition(user_id: int | None) -> Any:
-    """Her models, or the population model's (no owner)."""
-    return user_models.c.user_id.is_(None) if user_id is None else user_models.c.user_id == user_id
-
-
-async def newest_model_row(database: Database, user_id: int | None, shipped_only: bool) -> Any:
-    condition = owner_condition(user_id)
-    if shipped_only:
-        condition &= user_models.c.shipped.is_(True)
-    return await database.fetch_one(
-        sa.select(*MODEL_METADATA_COLUMNS)
-        .where(condition)
-        .order_by(user_models.c.version.desc())
-        .limit(1)
-    )
-
-
-async def active_model(app: Starlette, user_id: int) -> EnergyModel:
-    """Her personal model if one is shipped, else the population model, else the phase
-    prior. One cheap query per level checks the shipped version, so a model retrained by
-    another worker replaces the cached one at once; only a new version is loaded."""
-    database, cache = app.state.database, app.state.model_cache
-    for owner, source in ((user_id, "personal"), (None, "population")):
-        row = await newest_model_row(database, owner, shipped_only=True)
-        if row is None:
-            continue
-        subject = model_subject(owner)
-        if row["sklearn_version"] != sklearn.__version__:
-            app.state.trainer.schedule(owner)  # saved by another scikit-learn: retrain
-            continue
-        model = cache.get(subject, row["version"])
-        if model is None:
-            blob = await database.fetch_val(
-                sa.select(user_models.c.model_blob).where(user_models.c.id == row["id"])
-            )
-            try:
-                estimator = await run_in_threadpool(deserialize_model, blob, app.state.model_signer)
-            except Exception as error:  # a foreign or tampered blob is never unpickled
-                logger.warning(
-                    "%s model version %s refused (%s); retraining it",
-                    subject,
-                    row["version"],
-                    type(error).__name__,
-                )
-                await database.execute(  # no instance tries it again
-                    user_models.update()
-                    .where(user_models.c.id == row["id"])
-                    .values(shipped=False, model_blob=None)
-                )
-                app.state.trainer.schedule(owner, force=True)
-                continue
-            model = EnergyModel(
-                source=source,
-                estimator=estimator,
-                with_profile=owner is None,
-                version=row["version"],
-                model_type=row["model_type"],
-                trained_at=row["trained_at"],
-                n_samples=row["n_samples"],
-                cv_accuracy=row["cv_accuracy"],
-                baseline_accuracy=row["baseline_accuracy"],
-            )
-            cache.put(subject, model)
-        return model
-    return PHASE_PRIOR_MODEL
-
-
-async def training_samples(database: Database, user_id: int | None):
-    """Her labelled days, or (user_id None) the most recent labelled days of everyone, as
-    (cycle day, profile, level)."""
-    mood_columns = [daily_moods.c.user_id, daily_moods.c.date, daily_moods.c.day_of_cycle, daily_moods.c.energy_level]
-    if user_id is not None:
-        moods = await database.fetch_all(sa.select(*mood_columns).where(daily_moods.c.user_id == user_id))
-        calendars = {user_id: await load_calendar(database, user_id)}
-    else:
-        moods = await database.fetch_all(
-            sa.select(*mood_columns).order_by(daily_moods.c.date.desc()).limit(POPULATION_MAX_SAMPLES)
-        )
-        calendars = await load_all_calendars(database, {mood["user_id"] for mood in moods})
-    by_user = collections.defaultdict(list)
-    for mood in moods:
-        by_user[mood["user_id"]].append(mood)
-    return [
-        (cycle, calendars[owner].profile, level)
-        for owner, owned in by_user.items()
-        for cycle, level in labelled_days(calendars[owner], owned)
-    ]
-
-
-async def load_all_calendars(database: Database, user_ids: set[int]) -> dict[int, CycleCalendar]:
-    periods = await database.fetch_all(
-        sa.select(period_records.c.user_id, period_records.c.start_date, period_records.c.end_date)
-    )
-    profiles = {row["user_id"]: as_dict(row) for row in await database.fetch_all(user_profiles.select())}
-    spans = collections.defaultdict(list)
-    for row in periods:
-        spans[row["user_id"]].append(PeriodSpan(row["start_date"], row["end_date"]))
-    return {user_id: CycleCalendar.build(spans[user_id], profiles.get(user_id)) for user_id in user_ids}
-
-
-# Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
-CLAIM_TRAINING = (
-    "INSERT INTO model_training_claims (subject, claimed_at) VALUES (:subject, :now) "
-    "ON CONFLICT (subject) DO UPDATE SET claimed_at = excluded.claimed_at "
-    "WHERE model_training_claims.claimed_at < :stale_before RETURNING subject"
-)
-
-
-@contextlib.asynccontextmanager
-async def training_claim(database: Database, subject: str):
-    """Yields whether this process may train `subject` now: the claim is a database row,
-    so it holds across every app instance."""
-    now = utc_now()
-    async with database.transaction():
-        claimed = await database.fetch_one(
-            sa.text(CLAIM_TRAINING).bindparams(
-                subject=subject,
-                now=now,
-                stale_before=now - dt.timedelta(seconds=TRAINING_CLAIM_TIMEOUT_S),
-            )
-        )
-    try:
-        yield claimed is not None
-    finally:
-        if claimed is not None:
-            await database.execute(
-                model_training_claims.delete().where(model_training_claims.c.subject == subject)
-            )
-
-
-class TrainingBusy(Exception):
-    """Another request or instance is training this model right now."""
-
-
-async def train_and_store(
-    app: Starlette, user_id: int | None, samples: list, as_of: dt.datetime
-) -> dict[str, Any]:
-    """Train on `samples` (the data as of `as_of`) in a worker thread and store the result
-    as the next version; moods changed after `as_of` count towards the next training."""
-    database = app.state.database
-    async with training_claim(database, model_subject(user_id)) as claimed:
-        if not claimed:
-            raise TrainingBusy()
-        with_profile = user_id is None
-        features = [energy_features(cycle, profile, with_profile) for cycle, profile, _ in samples]
-        levels = [level for _, _, level in samples]
-        result = await run_in_threadpool(train_energy_model, features, levels)
-        blob = None
-        if result.shipped:
-            blob = await run_in_threadpool(serialize_model, result.estimator, app.state.model_signer)
-        async with database.transaction():
-            version = 1 + (
-                await database.fetch_val(
-                    sa.select(sa.func.coalesce(sa.func.max(user_models.c.version), 0)).where(
-                        owner_condition(user_id)
-                    )
-                )
-            )
-            row = await database.fetch_one(
-                user_models.insert()
-                .values(
-                    user_id=user_id,
-                    version=version,
-                    model_type=result.model_type,
-                    shipped=result.shipped,
-                    cv_accuracy=result.cv_accuracy,
-                    baseline_accuracy=result.baseline_accuracy,
-                    n_samples=result.n_samples,
-                    candidates=json.dumps(result.candidates),
-                    sklearn_version=sklearn.__version__,
-                    model_blob=blob,
-                    trained_at=as_of,
-                )
-                .returning(*MODEL_METADATA_COLUMNS)
-            )
-    logger.info(
-        "trained %s model version %s: %s, shipped=%s",
-        model_subject(user_id),
-        version,
-        result.model_type,
-        result.shipped,
-    )
-    return as_dict(row)
-
-
-async def changed_moods_since(database: Database, user_id: int | None, since: dt.datetime | None) -> int:
-    condition = sa.true() if user_id is None else daily_moods.c.user_id == user_id
-    if since is not None:
-        condition &= daily_moods.c.updated_at >= since
-    return await database.fetch_val(sa.select(sa.func.count()).select_from(daily_moods).where(condition))
-
-
-async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = False) -> None:
-    """Retrain when enough moods changed since the last training (her own model), or
-    across everyone (the population model), or when `force`d, and there is enough data."""
-    database = app.state.database
-    last = await newest_model_row(database, user_id, shipped_only=False)
-    if not force and last is not None and last["sklearn_version"] == sklearn.__version__:
-        every = RETRAIN_AFTER_CHANGED_MOODS if user_id is not None else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
-        if await changed_moods_since(database, user_id, last["trained_at"]) < every:
-            return
-    as_of = utc_now()
-    samples = await training_samples(database, user_id)
-    minimum = PERSONAL_MIN_DAYS if user_id is not None else POPULATION_MIN_DAYS
-    if days_missing_for_a_model([level for *_, level in samples], minimum) == 0:
-        with contextlib.suppress(TrainingBusy):
-            await train_and_store(app, user_id, samples, as_of)
-
-
-class Trainer:
-    """Background training: at most one task per model in this process (and one across
-    processes, by the claim row), never on the event loop, never delaying a response."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self._running: dict[int | None, asyncio.Task] = {}
-        self._asked_again: set[int | None] = set()
-        self._forced: set[int | None] = set()
-
-    def schedule(self, user_id: int | None, force: bool = False) -> None:
-        """Consider retraining her model (and then the population model) in the background;
-        `force` retrains even if little changed (a model that could not be loaded). Asked
-        while that is running, it looks again once the running pass is done."""
-        if force:
-            self._forced.add(user_id)
-        if user_id in self._running:
-            self._asked_again.add(user_id)
-            return
-        self._running[user_id] = asyncio.get_running_loop().create_task(self._retrain(user_id))
-
-    async def _retrain(self, user_id: int | None) -> None:
-        try:
-            while True:
-                self._asked_again.discard(user_id)
-                force = user_id in self._forced
-                self._forced.discard(user_id)
-                await retrain_if_due(self.app, user_id, force)
-                if user_id is not None:
-                    await retrain_if_due(self.app, None)
-                if user_id not in self._asked_again:
-                    break
-        except Exception:
-            logger.exception("background training of %s failed", model_subject(user_id))
-        finally:
-            self._running.pop(user_id, None)
-
-    async def drain(self) -> None:
-        """Wait for every scheduled training (at shutdown, and in tests)."""
-        while self._running:
-            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
-
-
-class PredictionQuery(BaseModel):
-    date: dt.date | None = None
-
-
-class ForecastQuery(BaseModel):
-    days: int = Field(DEFAULT_FORECAST_DAYS, ge=1, le=MAX_FORECAST_DAYS)
-
 
 NOTHING_TO_PREDICT_FROM = (
     "Nothing to predict from yet: log the first day of your last period (POST /periods/) "
@@ -2956,7 +3047,7 @@ async def forecast(request: Request, query: ForecastQuery) -> Response:
     return APIResponse(
         [
             prediction_json(date, cycle, calendar.outlook(date, today), energy)
-            for date, cycle, energy in zip(dates, cycles, energies)
+            for date, cycle, energy in zip(dates, cycles, energies, strict=True)
         ]
     )
 
@@ -2980,7 +3071,9 @@ def history_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 HISTORY_SOURCE = predictions.outerjoin(
     daily_moods,
-    sa.and_(daily_moods.c.user_id == predictions.c.user_id, daily_moods.c.date == predictions.c.date),
+    sa.and_(
+        daily_moods.c.user_id == predictions.c.user_id, daily_moods.c.date == predictions.c.date
+    ),
 )
 HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
 
@@ -2992,7 +3085,12 @@ HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_leve
 )
 async def prediction_history(request: Request, query: ListQuery) -> Response:
     rows, total = await list_page(
-        request, query, predictions, predictions.c.date, columns=HISTORY_COLUMNS, source=HISTORY_SOURCE
+        request,
+        query,
+        predictions,
+        predictions.c.date,
+        columns=HISTORY_COLUMNS,
+        source=HISTORY_SOURCE,
     )
     return list_response([history_json(row) for row in rows], total)
 
@@ -3032,14 +3130,21 @@ async def retrain(request: Request) -> Response:
         row = await train_and_store(request.app, request.user.id, samples, as_of)
         await audit(request, "retrain", ok=True, target=f"model version {row['version']}")
     except TrainingBusy:
-        raise HTTPException(409, detail="Your model is being trained right now; try again in a few seconds") from None
+        raise HTTPException(
+            409, detail="Your model is being trained right now; try again in a few seconds"
+        ) from None
     return APIResponse(model_json(row))
 
 
 # ── Handlers: admin ──────────────────────────────────────────────────────────────────────
 
 
-@endpoint("Every account, newest first: account fields only", ok=(200, list[UserOut]), auth="admin", query=ListQuery)
+@endpoint(
+    "Every account, newest first: account fields only",
+    ok=(200, list[UserOut]),
+    auth="admin",
+    query=ListQuery,
+)
 async def admin_users(request: Request, query: ListQuery) -> Response:
     rows, total = await list_page(
         request, query, users, users.c.created_at, columns=ACCOUNT_COLUMNS, everyone=True
@@ -3051,7 +3156,9 @@ def audit_event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return {name: row[name] for name in ("id", "at", "user_id", "action", "target", "ip", "ok")}
 
 
-@endpoint("Security events, newest first", ok=(200, list[AuditEventOut]), auth="admin", query=ListQuery)
+@endpoint(
+    "Security events, newest first", ok=(200, list[AuditEventOut]), auth="admin", query=ListQuery
+)
 async def admin_audit(request: Request, query: ListQuery) -> Response:
     rows, total = await list_page(request, query, audit_events, audit_events.c.at, everyone=True)
     return list_response([audit_event_json(row) for row in rows], total)
@@ -3060,7 +3167,12 @@ async def admin_audit(request: Request, query: ListQuery) -> Response:
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
 
 
-@endpoint("Liveness and database check", ok=(200, HealthOut), auth=None, errors={503: "Database unreachable"})
+@endpoint(
+    "Liveness and database check",
+    ok=(200, HealthOut),
+    auth=None,
+    errors={503: "Database unreachable"},
+)
 async def health(request: Request) -> Response:
     try:
         await request.app.state.database.fetch_val("SELECT 1")
@@ -3094,7 +3206,9 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _operation_document(operation: Operation, path: str, components: dict[str, Any]) -> dict[str, Any]:
+def _operation_document(
+    operation: Operation, path: str, components: dict[str, Any]
+) -> dict[str, Any]:
     error = _schema_reference(ErrorOut, "serialization", components)
     responses: dict[str, Any] = {}
 
@@ -3114,9 +3228,11 @@ def _operation_document(operation: Operation, path: str, components: dict[str, A
         else:
             answer(status, description)
     if operation.auth is not None:
-        answer(401, "Missing, invalid, expired or revoked token", headers={
-            "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
-        })
+        answer(
+            401,
+            "Missing, invalid, expired or revoked token",
+            headers={"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+        )
     if operation.auth == "admin":
         answer(403, "Not an admin")
     if "{id}" in path and 404 not in operation.errors:
@@ -3125,14 +3241,27 @@ def _operation_document(operation: Operation, path: str, components: dict[str, A
         answer(400, "Malformed JSON")
         answer(413, "Body over 1 MiB")
     if operation.body is not None or operation.query is not None:
-        answer(422, "Validation error", _schema_reference(ValidationErrorOut, "serialization", components))
+        answer(
+            422,
+            "Validation error",
+            _schema_reference(ValidationErrorOut, "serialization", components),
+        )
     if operation.auth is not None or 429 in operation.errors:
         answer(429, "Rate limited", headers={"Retry-After": {"schema": {"type": "integer"}}})
 
     document: dict[str, Any] = {"summary": operation.summary, "responses": responses}
-    parameters = [
-        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-    ] if "{id}" in path else []
+    parameters = (
+        [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        ]
+        if "{id}" in path
+        else []
+    )
     if operation.query is not None:
         query_schema = operation.query.model_json_schema(by_alias=True)
         for name, field in operation.query.model_fields.items():
@@ -3171,7 +3300,8 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         for method, handler in route.handlers.items():
             document = _operation_document(handler.operation, path, components)
-            document["operationId"] = f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '') or 'root'}{'_slash' if path.endswith('/') else ''}"
+            slash = "_slash" if path.endswith("/") else ""  # `/periods` and `/periods/`
+            document["operationId"] = re.sub(r"\W+", "_", f"{method} {path}").strip("_") + slash
             group = path.strip("/").split("/")[0]
             document["tags"] = [group if group in API_GROUPS else "service"]
             paths.setdefault(path, {})[method] = document
@@ -3296,6 +3426,7 @@ class BodySizeLimitMiddleware:
 
 
 # ── App assembly and command line ────────────────────────────────────────────────────────
+
 
 def resource(path: str, **handlers: Handler) -> Route:
     """One route serving `path` with a handler per method (`get=…, put=…`), so that a 405
@@ -3470,8 +3601,14 @@ async def seed_demo(app: Starlette, days: int = DEMO_DAYS) -> dict[str, Any]:
     password_hash = await hash_password(password, app.state.settings.bcrypt_rounds)
     user_id = await database.fetch_val(
         users.insert()
-        .values(email=email, password_hash=password_hash, name="Demo", role="user",
-                created_at=now, updated_at=now)
+        .values(
+            email=email,
+            password_hash=password_hash,
+            name="Demo",
+            role="user",
+            created_at=now,
+            updated_at=now,
+        )
         .returning(users.c.id)
     )
     stamps = {"user_id": user_id, "created_at": now, "updated_at": now}

@@ -55,9 +55,19 @@ def free_port() -> int:
 def start_server(app: str, port: int, environment: dict[str, str]) -> subprocess.Popen:
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "uvicorn", app,
-            "--app-dir", str(ROOT / "tests") if app.startswith("bench:") else str(ROOT),
-            "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--app-dir",
+            str(ROOT / "tests") if app.startswith("bench:") else str(ROOT),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
         ],
         env=environment,
         cwd=ROOT,
@@ -195,13 +205,13 @@ def main() -> None:
         f"\nwrk -t2 -c{arguments.connections} -d{arguments.duration}s, 1 uvicorn worker, "
         f"{backend}, {os.cpu_count()} cores\n"
     )
-    print(f"| endpoint | req/s | ratio to ceiling | p50 ms | p99 ms | errors |")
+    print("| endpoint | req/s | ratio to ceiling | p50 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, result in results:
+        errors = f"{result['errors']} {result['socket_errors']}".strip()
         print(
             f"| {name} | {result['rps']:,.0f} | {result['rps'] / ceiling_rps:.3f} | "
-            f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | "
-            f"{result['errors']}{' ' + result['socket_errors'] if result['socket_errors'] else ''} |"
+            f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {errors} |"
         )
     print(
         f"\nGET /predictions/current one at a time ({HISTORY_DAYS} days of history): "

@@ -63,12 +63,14 @@ def postgres_server_url() -> str:
     url = SERVER_URL if ON_POSTGRES else LOCAL_POSTGRES_URL
 
     async def ping() -> None:
-        connection = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=3)
+        connection = await asyncpg.connect(
+            url.replace("postgres://", "postgresql://", 1), timeout=3
+        )
         await connection.close()
 
     try:
         asyncio.run(ping())
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         pytest.skip(f"no PostgreSQL server reachable at {url}: {error}")
     return url
 
@@ -176,7 +178,9 @@ def log_generated_history(
         assert response.status_code == 201, response.text
     for date, level in moods if "moods" in what else []:
         response = client.post(
-            "/moods/", headers=account.headers, json={"date": date.isoformat(), "energy_level": level}
+            "/moods/",
+            headers=account.headers,
+            json={"date": date.isoformat(), "energy_level": level},
         )
         assert response.status_code == 201, response.text
     return moods

@@ -21,7 +21,9 @@ from conftest import (
 )
 
 
-def create_admin(database_url: str, email: str, password: str | None) -> subprocess.CompletedProcess:
+def create_admin(
+    database_url: str, email: str, password: str | None
+) -> subprocess.CompletedProcess:
     environment = {**os.environ, "DATABASE_URL": database_url, "BCRYPT_ROUNDS": "4"}
     environment.pop("PLANHER_ADMIN_PASSWORD", None)
     if password is not None:
@@ -87,12 +89,17 @@ def test_admin_routes_need_a_token_and_the_admin_role(client, account):
 
 def test_admins_see_account_fields_and_never_health_data(client, admin, account):
     client.post("/profiles/me", headers=account.headers, json={"height_cm": 170, "weight_kg": 70})
-    client.post("/moods/", headers=account.headers, json={"energy_level": 2, "notes": "private note"})
+    client.post(
+        "/moods/", headers=account.headers, json={"energy_level": 2, "notes": "private note"}
+    )
     response = client.get("/admin/users?limit=1000", headers=admin.headers)
     assert response.status_code == 200
     listed = {user["email"]: user for user in response.json()}
     assert listed[account.email] == account.user
-    assert all(set(user) == {"id", "email", "name", "role", "created_at", "updated_at"} for user in listed.values())
+    assert all(
+        set(user) == {"id", "email", "name", "role", "created_at", "updated_at"}
+        for user in listed.values()
+    )
     assert "private note" not in response.text and "password" not in response.text
     assert int(response.headers["X-Total-Count"]) >= 2
 
@@ -106,13 +113,23 @@ def test_every_security_event_is_audited_without_secrets(client, admin):
     account = create_account(client)  # audited: login
     user_id = account.user["id"]
     client.post("/auth/login", json={"email": account.email, "password": "wrong password"})
-    client.put("/users/me", headers=account.headers, json={"password": "new secret 1", "current_password": "wrong"})
+    client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"password": "new secret 1", "current_password": "wrong"},
+    )
     second = login(client, account.email)
     client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]})
     client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]})  # reuse
     moved_to = new_email()
-    client.put("/users/me", headers=account.headers, json={"email": moved_to, "current_password": PASSWORD})
-    client.put("/users/me", headers=account.headers, json={"password": "new secret 1", "current_password": PASSWORD})
+    client.put(
+        "/users/me", headers=account.headers, json={"email": moved_to, "current_password": PASSWORD}
+    )
+    client.put(
+        "/users/me",
+        headers=account.headers,
+        json={"password": "new secret 1", "current_password": PASSWORD},
+    )
     client.get("/users/me/export", headers=account.headers)
     client.get("/admin/users", headers=account.headers)
     client.post("/auth/logout", headers=account.headers)
@@ -134,7 +151,13 @@ def test_every_security_event_is_audited_without_secrets(client, admin):
         ("account_deletion", True),
     ]
     text = client.get("/admin/audit?limit=1000", headers=admin.headers).text
-    for secret in (PASSWORD, "new secret 1", "wrong password", second["refresh_token"], third["access_token"]):
+    for secret in (
+        PASSWORD,
+        "new secret 1",
+        "wrong password",
+        second["refresh_token"],
+        third["access_token"],
+    ):
         assert secret not in text
     event = client.get("/admin/audit?limit=1", headers=admin.headers).json()[0]
     assert set(event) == {"id", "at", "user_id", "action", "target", "ip", "ok"}

@@ -182,7 +182,9 @@ def test_an_unknown_email_still_costs_one_bcrypt_check(client, monkeypatch):
     checks = []
     real_checkpw = bcrypt.checkpw
     monkeypatch.setattr(
-        bcrypt, "checkpw", lambda password, hashed: checks.append(1) or real_checkpw(password, hashed)
+        bcrypt,
+        "checkpw",
+        lambda password, hashed: checks.append(1) or real_checkpw(password, hashed),
     )
     client.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
     assert checks == [1]
@@ -252,9 +254,7 @@ def test_an_expired_refresh_token_is_401(client, account):
 def test_a_refresh_token_is_never_accepted_as_an_access_token(client, account):
     response = client.get("/auth/me", headers=bearer(account.tokens["refresh_token"]))
     assert_unauthorized(response, "Invalid token")
-    response = client.post(
-        "/auth/refresh", json={"refresh_token": account.tokens["access_token"]}
-    )
+    response = client.post("/auth/refresh", json={"refresh_token": account.tokens["access_token"]})
     assert_unauthorized(response, "Invalid token")
 
 
@@ -266,7 +266,10 @@ def test_tokens_signed_with_an_older_listed_key_still_work_and_unlisted_keys_fai
         old_key_token = account.tokens["access_token"]
         assert rotated_client.get("/auth/me", headers=bearer(old_key_token)).status_code == 200
         new_tokens = login(rotated_client, account.email)
-        assert rotated_client.get("/auth/me", headers=bearer(new_tokens["access_token"])).status_code == 200
+        assert (
+            rotated_client.get("/auth/me", headers=bearer(new_tokens["access_token"])).status_code
+            == 200
+        )
         # The old app does not know the new key.
         assert_unauthorized(client.get("/auth/me", headers=bearer(new_tokens["access_token"])))
     forged = resign(old_key_token, planher.ACCESS_TOKEN_SALT, key="some-retired-key")
@@ -303,7 +306,9 @@ def test_reusing_a_refresh_token_revokes_the_whole_login(client, account):
     assert_unauthorized(reuse)
     assert "already used" in reuse.json()["detail"]
     # Every token of that login is dead now, including the thief's fresh pair.
-    assert_unauthorized(client.post("/auth/refresh", json={"refresh_token": newest["refresh_token"]}))
+    assert_unauthorized(
+        client.post("/auth/refresh", json={"refresh_token": newest["refresh_token"]})
+    )
     assert_unauthorized(client.get("/auth/me", headers=bearer(newest["access_token"])))
     assert_unauthorized(client.get("/auth/me", headers=account.headers))
     # Other logins of the same user are untouched.
@@ -403,7 +408,9 @@ def test_registrations_are_limited_per_address(limited):
     client, address = limited
     for _ in range(3):
         create_account(client)
-    assert_rate_limited(client.post("/auth/register", json={"email": new_email(), "password": PASSWORD}))
+    assert_rate_limited(
+        client.post("/auth/register", json={"email": new_email(), "password": PASSWORD})
+    )
     address.ip = "198.51.100.2"
     create_account(client)
 
@@ -414,7 +421,9 @@ def test_sign_in_attempts_are_limited_per_address(limited):
     account = create_account(client)  # signs in once
     for _ in range(5):
         client.post("/auth/login", json={"email": new_email(), "password": PASSWORD})
-    assert_rate_limited(client.post("/auth/login", json={"email": account.email, "password": PASSWORD}))
+    assert_rate_limited(
+        client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    )
     address.ip = "198.51.100.10"
     login(client, account.email)
 
@@ -424,9 +433,13 @@ def test_failed_sign_ins_to_one_account_from_one_address_are_limited(limited):
     account = create_account(client)
     address.ip = "203.0.113.7"
     for _ in range(3):
-        wrong = client.post("/auth/login", json={"email": account.email, "password": "wrong password"})
+        wrong = client.post(
+            "/auth/login", json={"email": account.email, "password": "wrong password"}
+        )
         assert wrong.status_code == 401
-    assert_rate_limited(client.post("/auth/login", json={"email": account.email, "password": PASSWORD}))
+    assert_rate_limited(
+        client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    )
     address.ip = "203.0.113.8"
     login(client, account.email)
 
@@ -440,7 +453,9 @@ def test_an_attack_from_many_addresses_cannot_lock_her_out_of_her_own_device(lim
         wrong = client.post("/auth/login", json={"email": account.email, "password": "guess"})
         assert wrong.status_code == 401
     address.ip = "203.0.113.200"  # a new address: held back while the account is attacked
-    assert_rate_limited(client.post("/auth/login", json={"email": account.email, "password": PASSWORD}))
+    assert_rate_limited(
+        client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    )
     address.ip = "192.0.2.10"  # her own device still signs in
     login(client, account.email)
 

@@ -49,7 +49,14 @@ def walk_forward(lengths: list[int | None]):
 
 
 def evaluate(women: dict[str, list[int | None]]) -> dict[str, float]:
-    errors, widths, covered, estimate_errors, baseline_errors, always_28_errors = [], [], [], [], [], []
+    errors, widths, covered, estimate_errors, baseline_errors, always_28_errors = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for lengths in women.values():
         for known_starts, actual_next in walk_forward(lengths):
             calendar = planher.CycleCalendar.build(

@@ -4,10 +4,12 @@ on SQLite and PostgreSQL."""
 import asyncio
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
@@ -203,9 +205,10 @@ async def schema_built_by(url: str, build: str) -> dict:
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_migrations_and_schema_sql_build_the_same_schema(dialect, tmp_path):
-    with fresh_database_url(dialect, tmp_path) as first, fresh_database_url(
-        dialect, tmp_path
-    ) as second:
+    with (
+        fresh_database_url(dialect, tmp_path) as first,
+        fresh_database_url(dialect, tmp_path) as second,
+    ):
         migrated = asyncio.run(schema_built_by(first, "migrations"))
         from_schema_sql = asyncio.run(schema_built_by(second, "schema.sql"))
     assert migrated["columns"], "the migrations created no tables"
@@ -312,7 +315,7 @@ def test_a_new_migration_file_is_applied_in_one_transaction_with_its_row(
     (migrations_copy / "0900_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nTHIS IS NOT SQL;\n"
     )
-    with pytest.raises(Exception):
+    with pytest.raises((sqlite3.Error, asyncpg.PostgresError)):
         migrate_from(empty_database_url, migrations_copy)
     (migrations_copy / "0900_broken.sql").write_text("CREATE TABLE half_done (id INTEGER);\n")
     assert migrate_from(empty_database_url, migrations_copy) == [900]
@@ -326,9 +329,7 @@ def test_the_app_refuses_to_start_when_an_applied_migration_changed(tmp_path):
 
         async def tamper():
             database = await connected(url)
-            await database.execute(
-                planher.schema_migrations.update().values(checksum="0" * 64)
-            )
+            await database.execute(planher.schema_migrations.update().values(checksum="0" * 64))
             await database.disconnect()
 
         asyncio.run(tamper())

@@ -36,7 +36,9 @@ def test_migration_files_are_numbered_in_order_without_gaps():
 def test_timestamps_are_iso_8601_utc_with_z():
     assert planher.format_timestamp(dt.datetime(2026, 11, 24, 9, 5, 7)) == "2026-11-24T09:05:07Z"
     assert planher.format_timestamp(None) is None
-    assert planher.format_timestamp(dt.datetime(2026, 1, 2, 3, 4, 5, 678901)) == "2026-01-02T03:04:05Z"
+    assert (
+        planher.format_timestamp(dt.datetime(2026, 1, 2, 3, 4, 5, 678901)) == "2026-01-02T03:04:05Z"
+    )
     assert planher.utc_now().tzinfo is None  # stored naive, always UTC
 
 
@@ -119,8 +121,19 @@ def test_regular_cycles_give_a_narrower_range_than_irregular_ones():
 
 @pytest.mark.parametrize(
     "day, phase",
-    [(1, "menstrual"), (5, "menstrual"), (6, "follicular"), (12, "follicular"), (13, "ovulatory"),
-     (14, "ovulatory"), (15, "ovulatory"), (16, "luteal"), (28, "luteal"), (32, "luteal"), (33, "late")],
+    [
+        (1, "menstrual"),
+        (5, "menstrual"),
+        (6, "follicular"),
+        (12, "follicular"),
+        (13, "ovulatory"),
+        (14, "ovulatory"),
+        (15, "ovulatory"),
+        (16, "luteal"),
+        (28, "luteal"),
+        (32, "luteal"),
+        (33, "late"),
+    ],
 )
 def test_phase_on_each_day_of_a_28_day_cycle(day, phase):
     assert planher.phase_on_day(day, 28, 5, 14, late_after_day=32) == phase
@@ -197,8 +210,12 @@ def test_period_problems_name_each_broken_rule():
 
 @pytest.mark.parametrize(
     "height, weight, value, category",
-    [(165, 50.2, 18.4, "underweight"), (165, 60, 22.0, "normal"), (180, 90, 27.8, "overweight"),
-     (160, 90, 35.2, "obese")],
+    [
+        (165, 50.2, 18.4, "underweight"),
+        (165, 60, 22.0, "normal"),
+        (180, 90, 27.8, "overweight"),
+        (160, 90, 35.2, "obese"),
+    ],
 )
 def test_bmi_and_its_who_class(height, weight, value, category):
     assert planher.bmi(height, weight) == value
@@ -215,7 +232,11 @@ def test_future_dates_are_projected_in_cycles_of_the_estimated_length():
     today = D + days(10)
     assert cal.cycle_day(D + days(29), today).day_of_cycle == 30
     projected = cal.cycle_day(D + days(30), today)
-    assert (projected.day_of_cycle, projected.phase, projected.start) == (1, "menstrual", D + days(30))
+    assert (projected.day_of_cycle, projected.phase, projected.start) == (
+        1,
+        "menstrual",
+        D + days(30),
+    )
     assert cal.cycle_day(D + days(65), today).day_of_cycle == 6
     outlook = cal.outlook(D + days(65), today)
     assert outlook["last_period_start"] == D + days(60)
@@ -238,11 +259,15 @@ def test_days_until_next_period_counts_down_to_the_next_start():
 
 
 def test_choose_model_ships_the_best_candidate_only_if_it_beats_the_baseline():
-    assert planher.choose_model({"random_forest": 0.6, "hist_gradient_boosting": 0.65, "majority": 0.4}) == (
+    assert planher.choose_model(
+        {"random_forest": 0.6, "hist_gradient_boosting": 0.65, "majority": 0.4}
+    ) == (
         "hist_gradient_boosting",
         True,
     )
-    assert planher.choose_model({"random_forest": 0.4, "hist_gradient_boosting": 0.3, "majority": 0.4}) == (
+    assert planher.choose_model(
+        {"random_forest": 0.4, "hist_gradient_boosting": 0.3, "majority": 0.4}
+    ) == (
         "random_forest",
         False,
     )
@@ -274,8 +299,15 @@ def test_cycle_features_place_the_last_day_next_to_the_first():
 
 def test_profile_features_flag_a_missing_profile():
     assert planher.profile_features(None)[0] == 0.0
-    profile = {"height_cm": 160, "weight_kg": 64, "cycle_length": 30, "luteal_length": 13,
-               "menses_length": 4, "unusual_bleeding": True, "number_of_peak": 3}
+    profile = {
+        "height_cm": 160,
+        "weight_kg": 64,
+        "cycle_length": 30,
+        "luteal_length": 13,
+        "menses_length": 4,
+        "unusual_bleeding": True,
+        "number_of_peak": 3,
+    }
     assert planher.profile_features(profile) == [1.0, 25.0, 30.0, 13.0, 4.0, 1.0, 3.0]
 
 
@@ -289,7 +321,9 @@ def test_energy_json_sums_to_one_and_names_the_likeliest_level():
 def test_days_with_an_unknown_cycle_get_the_phase_prior():
     model = planher.EnergyModel(source="personal", estimator=None)
     cycle = planher.CycleDay(2, "menstrual", 28, None)
-    [(known, known_model), (unknown, unknown_model)] = planher.predict_energy(model, [cycle, None], None)
+    [(known, known_model), (unknown, unknown_model)] = planher.predict_energy(
+        model, [cycle, None], None
+    )
     assert known == planher.PHASE_PRIOR["menstrual"] and known_model is model
     assert unknown == planher.PHASE_PRIOR[None] and unknown_model is planher.PHASE_PRIOR_MODEL
 
@@ -297,14 +331,24 @@ def test_days_with_an_unknown_cycle_get_the_phase_prior():
 def test_a_trained_model_round_trips_only_under_its_own_signature():
     periods, moods = planher.generate_demo_history(60, D, seed=1)
     calendar = planher.CycleCalendar.build(periods)
-    samples = list(planher.labelled_days(calendar, [{"date": d, "day_of_cycle": None, "energy_level": e} for d, e in moods]))
-    result = planher.train_energy_model([planher.cycle_features(c) for c, _ in samples], [e for _, e in samples])
+    samples = list(
+        planher.labelled_days(
+            calendar, [{"date": d, "day_of_cycle": None, "energy_level": e} for d, e in moods]
+        )
+    )
+    result = planher.train_energy_model(
+        [planher.cycle_features(c) for c, _ in samples], [e for _, e in samples]
+    )
     assert result.shipped and result.estimator is not None
     signer = planher.itsdangerous.Signer("key", salt=planher.MODEL_SIGNATURE_SALT)
     blob = planher.serialize_model(result.estimator, signer)
-    assert planher.deserialize_model(blob, signer).predict_proba([planher.cycle_features(samples[0][0])]).shape == (1, 3)
+    assert planher.deserialize_model(blob, signer).predict_proba(
+        [planher.cycle_features(samples[0][0])]
+    ).shape == (1, 3)
     with pytest.raises(planher.itsdangerous.BadSignature):
-        planher.deserialize_model(blob, planher.itsdangerous.Signer("another key", salt=planher.MODEL_SIGNATURE_SALT))
+        planher.deserialize_model(
+            blob, planher.itsdangerous.Signer("another key", salt=planher.MODEL_SIGNATURE_SALT)
+        )
     with pytest.raises(planher.itsdangerous.BadSignature):
         planher.deserialize_model(blob[:-1] + b"x", signer)
 

@@ -20,7 +20,9 @@ import planher
 from conftest import ON_POSTGRES, PASSWORD, day, fresh_database_url
 
 ROOT = Path(planher.__file__).parent
-GENEROUS_LIMITS = {f"RATE_LIMIT_{name.upper()}": "100000/60" for name in planher.DEFAULT_RATE_LIMITS}
+GENEROUS_LIMITS = {
+    f"RATE_LIMIT_{name.upper()}": "100000/60" for name in planher.DEFAULT_RATE_LIMITS
+}
 
 
 def free_port() -> int:
@@ -42,9 +44,22 @@ def uvicorn_server(database_url: str, log: Path, workers: int = 1):
     }
     with log.open("ab") as output:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "planher:app", "--port", str(port),
-             "--workers", str(workers), "--no-access-log"],
-            cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "planher:app",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -69,7 +84,9 @@ def uvicorn_server(database_url: str, log: Path, workers: int = 1):
 
 
 def sign_up(http: httpx.Client, email: str) -> dict[str, str]:
-    assert http.post("/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
+    assert (
+        http.post("/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
+    )
     tokens = http.post("/auth/login", json={"email": email, "password": PASSWORD}).json()
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
@@ -102,7 +119,9 @@ def test_a_killed_server_keeps_every_acknowledged_write(database_for_faults, tmp
                 for offset in range(first_offset, first_offset - 2000, -8):
                     try:
                         response = http.post(
-                            "/moods/", headers=headers, json={"date": day(offset), "energy_level": 1}
+                            "/moods/",
+                            headers=headers,
+                            json={"date": day(offset), "energy_level": 1},
                         )
                     except httpx.HTTPError:
                         return  # the server is gone
@@ -120,11 +139,15 @@ def test_a_killed_server_keeps_every_acknowledged_write(database_for_faults, tmp
 
     with uvicorn_server(database_for_faults, log) as (base, _):
         with httpx.Client(base_url=base, timeout=10) as http:
-            tokens = http.post("/auth/login", json={"email": "crash@example.org", "password": PASSWORD}).json()
+            tokens = http.post(
+                "/auth/login", json={"email": "crash@example.org", "password": PASSWORD}
+            ).json()
             stored = all_mood_dates(http, {"Authorization": f"Bearer {tokens['access_token']}"})
     assert set(acknowledged) <= stored
     if database_for_faults.startswith("sqlite"):
-        with contextlib.closing(sqlite3.connect(database_for_faults.removeprefix("sqlite:///"))) as db:
+        with contextlib.closing(
+            sqlite3.connect(database_for_faults.removeprefix("sqlite:///"))
+        ) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -138,7 +161,9 @@ def test_two_workers_take_fifty_concurrent_writers_without_errors(database_for_f
         def write_moods(headers: dict) -> list[int]:
             with httpx.Client(base_url=base, timeout=60) as http:
                 return [
-                    http.post("/moods/", headers=headers, json={"date": day(-k), "energy_level": k % 3}).status_code
+                    http.post(
+                        "/moods/", headers=headers, json={"date": day(-k), "energy_level": k % 3}
+                    ).status_code
                     for k in range(moods_each)
                 ]
 
@@ -154,7 +179,9 @@ def test_two_workers_take_fifty_concurrent_writers_without_errors(database_for_f
     assert "database is locked" not in log.read_text()
 
 
-def test_two_users_racing_on_the_same_ids_never_touch_each_others_data(database_for_faults, tmp_path):
+def test_two_users_racing_on_the_same_ids_never_touch_each_others_data(
+    database_for_faults, tmp_path
+):
     with uvicorn_server(database_for_faults, tmp_path / "server.log", workers=2) as (base, _):
         with httpx.Client(base_url=base, timeout=30) as http:
             users = {name: sign_up(http, f"{name}@example.org") for name in ("ana", "bea")}
@@ -164,11 +191,24 @@ def test_two_users_racing_on_the_same_ids_never_touch_each_others_data(database_
             seen = []
             with httpx.Client(base_url=base, timeout=30) as http:
                 for k in range(15):
-                    created = http.post("/moods/", headers=me, json={"date": day(-k), "energy_level": 1, "notes": name})
+                    created = http.post(
+                        "/moods/",
+                        headers=me,
+                        json={"date": day(-k), "energy_level": 1, "notes": name},
+                    )
                     mood_id = created.json()["id"]
                     # The other user aims at the very id that was just created.
-                    seen.append(("put", http.put(f"/moods/{mood_id}", headers=other, json={"notes": "stolen"}).status_code))
-                    seen.append(("delete", http.delete(f"/moods/{mood_id}", headers=other).status_code))
+                    seen.append(
+                        (
+                            "put",
+                            http.put(
+                                f"/moods/{mood_id}", headers=other, json={"notes": "stolen"}
+                            ).status_code,
+                        )
+                    )
+                    seen.append(
+                        ("delete", http.delete(f"/moods/{mood_id}", headers=other).status_code)
+                    )
                     listed = http.get("/moods/?limit=1000", headers=me).json()
                     assert all(mood["notes"] == name for mood in listed)
             return seen

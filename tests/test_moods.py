@@ -16,7 +16,14 @@ def add_mood(client, account, **fields) -> dict:
 def test_create_defaults_to_today_and_labels_the_energy(client, account):
     mood = add_mood(client, account, energy_level=2, notes="slept well")
     assert set(mood) == {
-        "id", "date", "day_of_cycle", "phase", "energy_level", "energy_label", "notes", "created_at"
+        "id",
+        "date",
+        "day_of_cycle",
+        "phase",
+        "energy_level",
+        "energy_label",
+        "notes",
+        "created_at",
     }
     assert mood["date"] == day(0)
     assert (mood["energy_level"], mood["energy_label"]) == (2, "high")
@@ -25,11 +32,16 @@ def test_create_defaults_to_today_and_labels_the_energy(client, account):
 
 @pytest.mark.parametrize("level, label", [(0, "low"), (1, "medium"), (2, "high")])
 def test_energy_labels(client, account, level, label):
-    assert add_mood(client, account, date=day(-10 - level), energy_level=level)["energy_label"] == label
+    assert (
+        add_mood(client, account, date=day(-10 - level), energy_level=level)["energy_label"]
+        == label
+    )
 
 
 def test_day_of_cycle_and_phase_come_from_the_periods(client, account):
-    client.post("/periods/", headers=account.headers, json={"start_date": day(-20), "end_date": day(-16)})
+    client.post(
+        "/periods/", headers=account.headers, json={"start_date": day(-20), "end_date": day(-16)}
+    )
     assert add_mood(client, account, date=day(-18), energy_level=0)["phase"] == "menstrual"
     mood = add_mood(client, account, date=day(-6), energy_level=2, day_of_cycle=3)
     # Her period covers the date, so her own day_of_cycle is not used: 15th day, ovulation
@@ -56,7 +68,9 @@ def test_derived_fields_follow_periods_logged_edited_and_deleted_later(client, a
 
 def test_one_mood_per_date(client, account):
     first = add_mood(client, account, date=day(-1), energy_level=1)
-    response = client.post("/moods/", headers=account.headers, json={"date": day(-1), "energy_level": 2})
+    response = client.post(
+        "/moods/", headers=account.headers, json={"date": day(-1), "energy_level": 2}
+    )
     assert response.status_code == 409
     assert f"PUT /moods/{first['id']}" in response.json()["detail"]
     other = add_mood(client, account, date=day(-2), energy_level=0)
@@ -67,7 +81,9 @@ def test_one_mood_per_date(client, account):
 
 def test_the_date_may_be_tomorrow_but_not_later(client, account):
     add_mood(client, account, date=day(1), energy_level=1)
-    response = client.post("/moods/", headers=account.headers, json={"date": day(2), "energy_level": 1})
+    response = client.post(
+        "/moods/", headers=account.headers, json={"date": day(2), "energy_level": 1}
+    )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "date"]
     mood = add_mood(client, account, date=day(-1), energy_level=1)
@@ -113,7 +129,9 @@ def test_list_is_newest_first_with_paging_date_filters_and_a_total(client, accou
     response = client.get(f"/moods?limit=3&from={day(-6)}&to={day(-2)}", headers=account.headers)
     assert response.headers["X-Total-Count"] == "5"
     assert [m["date"] for m in response.json()] == [day(-2), day(-3), day(-4)]
-    second_page = client.get(f"/moods/?limit=3&offset=3&from={day(-6)}&to={day(-2)}", headers=account.headers)
+    second_page = client.get(
+        f"/moods/?limit=3&offset=3&from={day(-6)}&to={day(-2)}", headers=account.headers
+    )
     assert [m["date"] for m in second_page.json()] == [day(-5), day(-6)]
     assert client.get("/moods/?limit=1001", headers=account.headers).status_code == 422
 
@@ -138,11 +156,21 @@ def test_another_users_mood_is_404_for_every_method_and_stays_unchanged(client, 
     assert client.get("/moods/", headers=stranger.headers).json() == []
     assert client.get("/moods/", headers=account.headers).json() == [mood]
     # Her date is not taken for anybody else.
-    assert client.post("/moods/", headers=stranger.headers, json={"date": day(-1), "energy_level": 0}).status_code == 201
+    assert (
+        client.post(
+            "/moods/", headers=stranger.headers, json={"date": day(-1), "energy_level": 0}
+        ).status_code
+        == 201
+    )
 
 
 def test_moods_need_a_token(client):
-    for method, path in [("GET", "/moods"), ("POST", "/moods/"), ("PUT", "/moods/1"), ("DELETE", "/moods/1")]:
+    for method, path in [
+        ("GET", "/moods"),
+        ("POST", "/moods/"),
+        ("PUT", "/moods/1"),
+        ("DELETE", "/moods/1"),
+    ]:
         assert client.request(method, path).status_code == 401
 
 

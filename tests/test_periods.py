@@ -24,7 +24,13 @@ def periods_of(client, account, query: str = "") -> list[dict]:
 def test_create_returns_the_period_with_its_length(client, account):
     period = add_period(client, account, day(-10), day(-6), notes="cramps")
     assert set(period) == {
-        "id", "start_date", "end_date", "notes", "length_days", "cycle_length", "created_at"
+        "id",
+        "start_date",
+        "end_date",
+        "notes",
+        "length_days",
+        "cycle_length",
+        "created_at",
     }
     assert (period["start_date"], period["end_date"]) == (day(-10), day(-6))
     assert period["length_days"] == 5
@@ -120,7 +126,11 @@ def test_a_client_cannot_set_ids_owners_or_timestamps(client, account):
         json={"start_date": day(-3), "id": 7, "user_id": 1, "created_at": "2020-01-01T00:00:00Z"},
     )
     assert response.status_code == 422
-    assert {tuple(e["loc"])[1] for e in response.json()["detail"]} == {"id", "user_id", "created_at"}
+    assert {tuple(e["loc"])[1] for e in response.json()["detail"]} == {
+        "id",
+        "user_id",
+        "created_at",
+    }
 
 
 def test_wrong_types_are_422(client, account):
@@ -145,7 +155,9 @@ def test_list_is_newest_first_with_paging_date_filters_and_a_total(client, accou
     assert [p["start_date"] for p in periods_of(client, account)] == starts[::-1]
 
 
-@pytest.mark.parametrize("query", ["limit=1001", "limit=0", "offset=-1", "limit=ten", "from=yesterday"])
+@pytest.mark.parametrize(
+    "query", ["limit=1001", "limit=0", "offset=-1", "limit=ten", "from=yesterday"]
+)
 def test_bad_list_parameters_are_422_in_the_query(client, account, query):
     response = client.get(f"/periods/?{query}", headers=account.headers)
     assert response.status_code == 422
@@ -167,16 +179,24 @@ def test_put_changes_only_the_given_fields_and_can_clear_the_end(client, account
     response = client.put(f"/periods/{period['id']}", headers=account.headers, json={"notes": "x"})
     assert response.status_code == 200
     assert response.json()["end_date"] == day(-6) and response.json()["notes"] == "x"
-    cleared = client.put(f"/periods/{period['id']}", headers=account.headers, json={"end_date": None})
+    cleared = client.put(
+        f"/periods/{period['id']}", headers=account.headers, json={"end_date": None}
+    )
     assert cleared.json()["end_date"] is None and cleared.json()["length_days"] is None
 
 
 def test_put_checks_the_rules_on_the_merged_period(client, account):
     period = add_period(client, account, day(-10), day(-6))
     other = add_period(client, account, day(-40), day(-36))
-    bad = client.put(f"/periods/{period['id']}", headers=account.headers, json={"end_date": day(-12)})
+    bad = client.put(
+        f"/periods/{period['id']}", headers=account.headers, json={"end_date": day(-12)}
+    )
     assert bad.status_code == 422
-    clash = client.put(f"/periods/{period['id']}", headers=account.headers, json={"start_date": day(-38), "end_date": day(-34)})
+    clash = client.put(
+        f"/periods/{period['id']}",
+        headers=account.headers,
+        json={"start_date": day(-38), "end_date": day(-34)},
+    )
     assert clash.status_code == 409
     moved = client.put(
         f"/periods/{other['id']}", headers=account.headers, json={"start_date": day(-41)}
@@ -214,7 +234,12 @@ def test_another_users_period_is_404_for_every_method_and_stays_unchanged(client
 
 
 def test_periods_need_a_token(client):
-    for method, path in [("GET", "/periods/"), ("POST", "/periods/"), ("PUT", "/periods/1"), ("DELETE", "/periods/1")]:
+    for method, path in [
+        ("GET", "/periods/"),
+        ("POST", "/periods/"),
+        ("PUT", "/periods/1"),
+        ("DELETE", "/periods/1"),
+    ]:
         assert client.request(method, path).status_code == 401
 
 
@@ -226,4 +251,7 @@ def test_concurrent_overlapping_posts_store_exactly_one(client, account):
     with ThreadPoolExecutor(max_workers=5) as pool:
         statuses = sorted(pool.map(post, range(5)))  # every two of them overlap
     assert statuses == [201] + [409] * 4
-    assert client.get(f"/periods/?to={day(-250)}", headers=account.headers).headers["X-Total-Count"] == "1"
+    assert (
+        client.get(f"/periods/?to={day(-250)}", headers=account.headers).headers["X-Total-Count"]
+        == "1"
+    )

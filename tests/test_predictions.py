@@ -1,6 +1,5 @@
 """Predictions: current, forecast, history and retrain (replaces the old /predict)."""
 
-import datetime as dt
 import statistics
 import threading
 
@@ -48,7 +47,9 @@ def model_rows(client, user_id: int | None) -> list[dict]:
     rows = run(
         client,
         client.app.state.database.fetch_all,
-        sa.select(*planher.MODEL_METADATA_COLUMNS).where(condition).order_by(planher.user_models.c.version),
+        sa.select(*planher.MODEL_METADATA_COLUMNS)
+        .where(condition)
+        .order_by(planher.user_models.c.version),
     )
     return [planher.as_dict(row) for row in rows]
 
@@ -89,7 +90,9 @@ def test_with_only_a_profile_the_cycle_is_unknown_and_the_phase_prior_answers(cl
 
 
 def test_the_cycle_block_comes_from_the_calculator(client, account):
-    client.post("/periods/", headers=account.headers, json={"start_date": day(-10), "end_date": day(-6)})
+    client.post(
+        "/periods/", headers=account.headers, json={"start_date": day(-10), "end_date": day(-6)}
+    )
     prediction = current(client, account)
     assert (prediction["day_of_cycle"], prediction["phase"]) == (11, "follicular")
     cycle = prediction["cycle"]
@@ -140,8 +143,16 @@ def test_every_served_prediction_is_recorded_and_scored_once_its_mood_is_logged(
     scored = client.get("/predictions/history", headers=account.headers).json()[1]
     assert (scored["actual_level"], scored["hit"]) == (predicted, True)
     assert set(scored) == {
-        "date", "day_of_cycle", "phase", "predicted_level", "confidence", "model_version",
-        "source", "actual_level", "hit", "created_at",
+        "date",
+        "day_of_cycle",
+        "phase",
+        "predicted_level",
+        "confidence",
+        "model_version",
+        "source",
+        "actual_level",
+        "hit",
+        "created_at",
     }
 
 
@@ -149,7 +160,9 @@ def test_history_pages_and_filters_by_date_and_is_hers_alone(client, account):
     client.post("/periods/", headers=account.headers, json={"start_date": day(-20)})
     for offset in (-4, -3, -2, -1):
         current(client, account, f"?date={day(offset)}")
-    page = client.get(f"/predictions/history?from={day(-3)}&to={day(-2)}&limit=1", headers=account.headers)
+    page = client.get(
+        f"/predictions/history?from={day(-3)}&to={day(-2)}&limit=1", headers=account.headers
+    )
     assert page.headers["X-Total-Count"] == "2"
     assert [item["date"] for item in page.json()] == [day(-2)]
     stranger = create_account(client)
@@ -168,7 +181,10 @@ def test_forecast_has_one_entry_per_day_from_today(client, account):
     # Past the expected start, the forecast continues into the projected next cycle.
     assert forecast[25]["day_of_cycle"] == 1 and forecast[25]["phase"] == "menstrual"
     assert forecast[25]["cycle"]["last_period_start"] == day(25)
-    assert all(set(entry) == {"date", "day_of_cycle", "phase", "cycle", "energy", "model"} for entry in forecast)
+    assert all(
+        set(entry) == {"date", "day_of_cycle", "phase", "cycle", "energy", "model"}
+        for entry in forecast
+    )
     one = client.get("/predictions/forecast?days=1", headers=account.headers).json()
     assert len(one) == 1 and one[0]["date"] == day(0)
     assert len(client.get("/predictions/forecast?days=90", headers=account.headers).json()) == 90
@@ -211,7 +227,9 @@ def test_sixty_generated_days_train_a_personal_model_well_above_the_baseline(cli
         summary = retrain(client, account)
         assert summary["n_samples"] == 60 and summary["shipped"] is True
         assert {c["type"] for c in summary["candidates"]} == {
-            "random_forest", "hist_gradient_boosting", "majority"
+            "random_forest",
+            "hist_gradient_boosting",
+            "majority",
         }
         assert summary["type"] in ("random_forest", "hist_gradient_boosting")
         assert summary["cv_accuracy"] > summary["baseline_accuracy"]
@@ -245,7 +263,9 @@ def test_the_forecast_follows_the_generators_phase_pattern(client):
     assert sum(agree) / len(agree) >= 0.75
     for phase in {entry["phase"] for entry in forecast}:
         mean_probability = {
-            label: statistics.mean(e["energy"]["probabilities"][label] for e in forecast if e["phase"] == phase)
+            label: statistics.mean(
+                e["energy"]["probabilities"][label] for e in forecast if e["phase"] == phase
+            )
             for label in planher.ENERGY_LABELS
         }
         likeliest = max(mean_probability, key=mean_probability.get)
@@ -291,13 +311,17 @@ def test_a_tampered_model_is_refused_and_retrained(client, caplog):
     blob = run(
         client,
         client.app.state.database.fetch_val,
-        sa.select(table.c.model_blob).where(table.c.user_id == account.user["id"], table.c.version == version),
+        sa.select(table.c.model_blob).where(
+            table.c.user_id == account.user["id"], table.c.version == version
+        ),
     )
     forged = blob[:-1] + bytes([blob[-1] ^ 1])
     run(
         client,
         client.app.state.database.execute,
-        table.update().where(table.c.user_id == account.user["id"], table.c.version == version).values(model_blob=forged),
+        table.update()
+        .where(table.c.user_id == account.user["id"], table.c.version == version)
+        .values(model_blob=forged),
     )
     refused = current(client, account)["model"]
     assert refused["source"] != "personal"
@@ -317,13 +341,21 @@ def test_a_model_saved_by_another_scikit_learn_is_retrained_not_loaded(client, m
     client.app.state.model_cache = planher.ModelCache(10)
     table = planher.user_models
     hers = table.c.user_id == account.user["id"]
-    run(client, client.app.state.database.execute, table.update().where(hers).values(sklearn_version="0.24.2"))
+    run(
+        client,
+        client.app.state.database.execute,
+        table.update().where(hers).values(sklearn_version="0.24.2"),
+    )
     her_blobs = {
         row["model_blob"]
-        for row in run(client, client.app.state.database.fetch_all, sa.select(table.c.model_blob).where(hers))
+        for row in run(
+            client, client.app.state.database.fetch_all, sa.select(table.c.model_blob).where(hers)
+        )
     }
     loaded, real = [], planher.deserialize_model
-    monkeypatch.setattr(planher, "deserialize_model", lambda blob, signer: loaded.append(blob) or real(blob, signer))
+    monkeypatch.setattr(
+        planher, "deserialize_model", lambda blob, signer: loaded.append(blob) or real(blob, signer)
+    )
     assert current(client, account)["model"]["source"] != "personal"
     assert not her_blobs & set(loaded)
     drain_training(client)
@@ -408,9 +440,15 @@ def test_the_source_moves_from_phase_prior_to_population_to_personal(tmp_path):
             drain_training(client)
             population = current(client, newcomer)["model"]
             assert population["source"] == "population"
-            assert population["version"] >= 1 and population["n_samples"] >= planher.POPULATION_MIN_DAYS
+            assert (
+                population["version"] >= 1
+                and population["n_samples"] >= planher.POPULATION_MIN_DAYS
+            )
 
             log_generated_history(client, newcomer, days=60, seed=20, what=("moods",))
             drain_training(client)
             personal = current(client, newcomer)["model"]
-            assert personal["source"] == "personal" and personal["n_samples"] >= planher.PERSONAL_MIN_DAYS
+            assert (
+                personal["source"] == "personal"
+                and personal["n_samples"] >= planher.PERSONAL_MIN_DAYS
+            )

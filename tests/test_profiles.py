@@ -35,7 +35,9 @@ def test_create_fills_defaults_and_derives_bmi(client, account):
 
 def test_posting_again_replaces_the_whole_profile_with_200(client, account):
     client.post("/profiles/me", headers=account.headers, json={**VALID, "cycle_length": 31})
-    response = client.post("/profiles/me", headers=account.headers, json={**VALID, "height_cm": 170})
+    response = client.post(
+        "/profiles/me", headers=account.headers, json={**VALID, "height_cm": 170}
+    )
     assert response.status_code == 200
     assert response.json()["height_cm"] == 170
     assert response.json()["cycle_length"] == 28  # left out, so back to the default
@@ -44,7 +46,9 @@ def test_posting_again_replaces_the_whole_profile_with_200(client, account):
 def test_put_changes_only_the_given_fields(client, account):
     client.post("/profiles/me", headers=account.headers, json={**VALID, "number_of_peak": 4})
     response = client.put(
-        "/profiles/me", headers=account.headers, json={"weight_kg": 72.345, "unusual_bleeding": True}
+        "/profiles/me",
+        headers=account.headers,
+        json={"weight_kg": 72.345, "unusual_bleeding": True},
     )
     assert response.status_code == 200
     profile = response.json()

@@ -9,7 +9,13 @@ from schemathesis.config import SchemathesisConfig
 from starlette.testclient import TestClient
 
 import planher
-from conftest import create_account, day, fresh_database_url, log_generated_history, make_settings, ON_POSTGRES
+from conftest import (
+    ON_POSTGRES,
+    create_account,
+    fresh_database_url,
+    log_generated_history,
+    make_settings,
+)
 
 MAX_EXAMPLES = 30
 
@@ -19,8 +25,10 @@ MAX_EXAMPLES = 30
 schemathesis.openapi.format(
     "password",
     st.text(min_size=1, max_size=planher.PASSWORD_MAX_BYTES).filter(
-        lambda password: len(password) >= planher.PASSWORD_MIN_CHARS
-        and len(password.encode("utf-8")) <= planher.PASSWORD_MAX_BYTES
+        lambda password: (
+            len(password) >= planher.PASSWORD_MIN_CHARS
+            and len(password.encode("utf-8")) <= planher.PASSWORD_MAX_BYTES
+        )
     ),
 )
 
@@ -30,11 +38,15 @@ def examined(tmp_path_factory):
     """An app with a user who has a profile, periods, moods and a trained model, and her
     access token. The data is seeded through one app instance; schemathesis then runs the
     app (another instance on the same database) in its own event loop."""
-    with fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", tmp_path_factory.mktemp("st")) as url:
+    with fresh_database_url(
+        "postgresql" if ON_POSTGRES else "sqlite", tmp_path_factory.mktemp("st")
+    ) as url:
         settings = make_settings(url)
         with TestClient(planher.create_app(settings)) as seeding:
             account = create_account(seeding)
-            seeding.post("/profiles/me", headers=account.headers, json={"height_cm": 165, "weight_kg": 60})
+            seeding.post(
+                "/profiles/me", headers=account.headers, json={"height_cm": 165, "weight_kg": 60}
+            )
             log_generated_history(seeding, account, days=40, seed=1)
             seeding.get("/predictions/current", headers=account.headers)
             seeding.post("/predictions/retrain", headers=account.headers)
@@ -64,6 +76,10 @@ def test_stateful_sequences_pass_every_check_including_use_after_free(api_schema
     or delete it, then use it again): a deleted resource must be gone."""
     machine = api_schema.as_state_machine()
     machine.run(
-        settings=settings(max_examples=MAX_EXAMPLES, stateful_step_count=6, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+        settings=settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
     )

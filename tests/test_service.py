@@ -152,7 +152,10 @@ def test_the_document_is_openapi_3_1_with_the_oauth2_password_flow(client):
     assert moods["responses"]["200"]["content"]["application/json"]["schema"]["items"] == {
         "$ref": "#/components/schemas/MoodOut"
     }
-    assert document["components"]["schemas"]["ValidationErrorOut"]["properties"]["detail"]["type"] == "array"
+    assert (
+        document["components"]["schemas"]["ValidationErrorOut"]["properties"]["detail"]["type"]
+        == "array"
+    )
 
 
 def test_the_docs_page_is_swagger_ui_for_the_document(client):

@@ -32,9 +32,7 @@ def test_name_can_be_changed_and_cleared_without_a_password(client, account):
 
 
 def test_update_refuses_unknown_fields_and_wrong_types(client, account):
-    response = client.put(
-        "/users/me", headers=account.headers, json={"role": "admin", "name": 42}
-    )
+    response = client.put("/users/me", headers=account.headers, json={"role": "admin", "name": 42})
     assert response.status_code == 422
     assert {tuple(e["loc"]) for e in response.json()["detail"]} == {
         ("body", "role"),
@@ -98,9 +96,10 @@ def test_password_change_revokes_every_other_login_but_keeps_this_one(client, ac
     assert client.get("/auth/me", headers=bearer(other_login["access_token"])).status_code == 401
     refreshed = client.post("/auth/refresh", json={"refresh_token": other_login["refresh_token"]})
     assert refreshed.status_code == 401
-    assert client.post(
-        "/auth/login", json={"email": account.email, "password": PASSWORD}
-    ).status_code == 401
+    assert (
+        client.post("/auth/login", json={"email": account.email, "password": PASSWORD}).status_code
+        == 401
+    )
     login(client, account.email, new_password)
 
 
@@ -217,16 +216,19 @@ def test_delete_erases_the_account_and_every_row_it_owns(client, account):
     assert response.status_code == 204
     assert set(count_rows(client, account.user["id"]).values()) == {0}
     assert set(count_rows(client, bystander.user["id"]).values()) == {1}
-    assert client.post(
-        "/auth/login", json={"email": account.email, "password": PASSWORD}
-    ).status_code == 401
+    assert (
+        client.post("/auth/login", json={"email": account.email, "password": PASSWORD}).status_code
+        == 401
+    )
     assert client.get("/auth/me", headers=account.headers).status_code == 401
 
 
 def test_export_holds_everything_she_owns_and_nothing_else(client, account):
     stranger = create_account(client)
     for someone, height in ((account, 160), (stranger, 180)):
-        client.post("/profiles/me", headers=someone.headers, json={"height_cm": height, "weight_kg": 55})
+        client.post(
+            "/profiles/me", headers=someone.headers, json={"height_cm": height, "weight_kg": 55}
+        )
         client.post("/periods/", headers=someone.headers, json={"start_date": day(-12)})
         client.post("/moods/", headers=someone.headers, json={"date": day(-1), "energy_level": 2})
     give_user_one_row_everywhere_but_profile(client, account.user["id"])
@@ -257,7 +259,9 @@ def test_export_of_a_new_account_is_empty_but_complete(client, account):
 
 def test_a_new_password_may_not_be_a_common_one(client, account):
     response = client.put(
-        "/users/me", headers=account.headers, json={"password": "sunshine1", "current_password": PASSWORD}
+        "/users/me",
+        headers=account.headers,
+        json={"password": "sunshine1", "current_password": PASSWORD},
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "password_too_common"
