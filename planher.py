@@ -44,6 +44,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 import aiosqlite
+import anyio
+import anyio.to_thread
 import asyncpg
 import bcrypt
 import databases
@@ -52,7 +54,6 @@ import joblib
 import numpy as np
 import sklearn
 import sqlalchemy as sa
-from databases.backends.common.records import Record, Row, create_column_maps
 from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTransaction
 from pydantic import (
     AfterValidator,
@@ -87,6 +88,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from threadpoolctl import threadpool_limits
 
 # ── Configuration ────────────────────────────────────────────────────────────────────────
 
@@ -111,6 +113,10 @@ DEFAULT_CORS_ORIGINS = (
     "http://127.0.0.1:5173",
 )
 
+# Background retraining waits at least this long after the last training, whatever a client
+# sends (a flood of moods, a benchmark).
+RETRAIN_MIN_INTERVAL_S = 60
+POPULATION_RETRAIN_MIN_INTERVAL_S = 10 * 60
 MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
 SQLITE_POOL_SIZE = 8
@@ -202,6 +208,8 @@ class Settings:
     bcrypt_rounds: int = BCRYPT_ROUNDS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     model_cache_size: int = MODEL_CACHE_SIZE
+    retrain_pause_s: int = RETRAIN_MIN_INTERVAL_S
+    population_retrain_pause_s: int = POPULATION_RETRAIN_MIN_INTERVAL_S
     rate_limits: Mapping[str, RateLimit] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
     )
@@ -222,6 +230,10 @@ class Settings:
             cors_origins=_comma_separated(config("CORS_ORIGINS", default=""))
             or DEFAULT_CORS_ORIGINS,
             model_cache_size=config("MODEL_CACHE_SIZE", cast=int, default=MODEL_CACHE_SIZE),
+            retrain_pause_s=config("RETRAIN_PAUSE_S", cast=int, default=RETRAIN_MIN_INTERVAL_S),
+            population_retrain_pause_s=config(
+                "POPULATION_RETRAIN_PAUSE_S", cast=int, default=POPULATION_RETRAIN_MIN_INTERVAL_S
+            ),
             rate_limits={
                 name: config(
                     f"RATE_LIMIT_{name.upper()}",
@@ -545,32 +557,38 @@ class PooledSQLiteConnection(SQLiteConnection):
     async def fetch_all(self, query: Any) -> list:
         if not self._reads_inline(query):
             return await super().fetch_all(query)
-        cursor, result_columns, context = self._execute_inline(query)
-        return self._records(cursor, cursor.fetchall(), result_columns, context)
+        cursor, context = self._execute_inline(query)
+        return self._records(cursor, cursor.fetchall(), context)
 
     async def fetch_one(self, query: Any) -> Any:
         if not self._reads_inline(query):
             return await super().fetch_one(query)
-        cursor, result_columns, context = self._execute_inline(query)
+        cursor, context = self._execute_inline(query)
         row = cursor.fetchone()
         cursor.close()
-        return None if row is None else self._records(cursor, [row], result_columns, context)[0]
+        return None if row is None else self._records(cursor, [row], context)[0]
+
+    async def fetch_val(self, query: Any, column: Any = 0) -> Any:
+        if not self._reads_inline(query):
+            return await super().fetch_val(query, column)
+        row = await self.fetch_one(query)
+        return None if row is None else list(row.values())[column]
 
     def _execute_inline(self, query: Any):
-        query_text, arguments, result_columns, context = self._compile(query)
-        return self._pool.reader.execute(query_text, arguments), result_columns, context
+        query_text, arguments, _, context = self._compile(query)
+        return self._pool.reader.execute(query_text, arguments), context
 
-    def _records(self, cursor, rows, result_columns, context) -> list:
-        """Rows as `databases` records, typed by SQLAlchemy's result processors."""
+    @staticmethod
+    def _records(cursor: sqlite3.Cursor, rows: list, context: Any) -> list[dict[str, Any]]:
+        """Rows as plain dicts, typed by SQLAlchemy's result processors (dates, booleans)."""
         metadata = CursorResultMetaData(context, cursor.description)
-        column_maps = create_column_maps(result_columns)
+        names = [description[0] for description in cursor.description]
+        processors = metadata._processors or [None] * len(names)
         return [
-            Record(
-                Row(metadata, metadata._processors, metadata._keymap, row),
-                result_columns,
-                self._dialect,
-                column_maps,
-            )
+            {
+                name: value if process is None else process(value)
+                for name, process, value in zip(names, processors, row, strict=True)
+            }
             for row in rows
         ]
 
@@ -725,14 +743,22 @@ async def migrate(database: Database, directory: Path = MIGRATIONS_DIR) -> list[
 # ── Security: passwords, tokens, the authentication backend ─────────────────────────────
 
 
+# bcrypt takes ~200 ms of CPU at cost 12. Run in worker threads, at most one per core: more
+# would not hash faster, only crowd the event loop off the CPU.
+BCRYPT_THREADS = anyio.CapacityLimiter(os.cpu_count() or 1)
+
+
 async def hash_password(password: str, rounds: int) -> str:
-    """bcrypt in a worker thread: at cost 12 it takes ~200 ms of CPU."""
-    hashed = await run_in_threadpool(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds))
+    hashed = await anyio.to_thread.run_sync(
+        bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds), limiter=BCRYPT_THREADS
+    )
     return hashed.decode()
 
 
 async def verify_password(password: str, password_hash: str) -> bool:
-    return await run_in_threadpool(bcrypt.checkpw, password.encode(), password_hash.encode())
+    return await anyio.to_thread.run_sync(
+        bcrypt.checkpw, password.encode(), password_hash.encode(), limiter=BCRYPT_THREADS
+    )
 
 
 class InvalidToken(Exception):
@@ -1915,11 +1941,15 @@ def train_energy_model(
     X, y = np.asarray(features, dtype=float), np.asarray(levels)
     splitter = cross_validation_for(levels)
     candidates = model_candidates()
-    scores = {
-        name: float(cross_val_score(estimator, X, y, cv=splitter, scoring="accuracy").mean())
-        for name, estimator in candidates.items()
-    }
-    best, shipped = choose_model(scores)
+    # One native thread: HistGradientBoosting would otherwise take every core (OpenMP) and
+    # starve the event loop; trainings of different users already run side by side.
+    with threadpool_limits(limits=1):
+        scores = {
+            name: float(cross_val_score(estimator, X, y, cv=splitter, scoring="accuracy").mean())
+            for name, estimator in candidates.items()
+        }
+        best, shipped = choose_model(scores)
+        fitted = candidates[best].fit(X, y) if shipped else None
     return TrainingResult(
         model_type=best,
         shipped=shipped,
@@ -1929,7 +1959,7 @@ def train_energy_model(
         candidates=[
             {"type": name, "cv_accuracy": round(score, 4)} for name, score in scores.items()
         ],
-        estimator=candidates[best].fit(X, y) if shipped else None,
+        estimator=fitted,
     )
 
 
@@ -2302,11 +2332,12 @@ async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = Fals
     database = app.state.database
     last = await newest_model_row(database, user_id, shipped_only=False)
     if not force and last is not None and last["sklearn_version"] == sklearn.__version__:
-        every = (
-            RETRAIN_AFTER_CHANGED_MOODS
-            if user_id is not None
-            else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
-        )
+        personal = user_id is not None
+        every = RETRAIN_AFTER_CHANGED_MOODS if personal else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
+        settings = app.state.settings
+        pause_s = settings.retrain_pause_s if personal else settings.population_retrain_pause_s
+        if utc_now() - last["trained_at"] < dt.timedelta(seconds=pause_s):
+            return
         if await changed_moods_since(database, user_id, last["trained_at"]) < every:
             return
     as_of = utc_now()

@@ -2,30 +2,44 @@
 
 Not part of the pytest run. Needs `wrk` (Debian: `apt-get install wrk`). Usage:
 
-    .venv/bin/python tests/bench.py [--duration 10] [--connections 64]
+    .venv/bin/python tests/bench.py [--duration 10] [--connections 64] [--users 10000]
 
-It starts each server with uvicorn (1 worker) on 127.0.0.1, seeds a user on a fresh SQLite
-database (or on DATABASE_URL when it is PostgreSQL), drives each endpoint with wrk and
-prints requests/s, p50/p99 latency and the ratio to the ceiling.
+It builds a fresh database (a SQLite file, or a new database on the PostgreSQL server that
+DATABASE_URL names), seeds `--users` women with `--moods-per-user` days each (1M moods by
+default) and periods, starts uvicorn on 127.0.0.1 (1 worker, then 2 for writes), drives each
+endpoint with wrk for `--duration` seconds and prints requests/s, p50/p99 latency and the
+ratio to the ceiling, plus the event loop's responsiveness during a login storm and during
+retrains, the model cache's memory, and list latency at 10k vs 1M moods. The abuse limits
+are lifted for the run: one user drives all the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import datetime as dt
 import json
 import os
 import re
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
+import asyncpg
+import bcrypt
+import itsdangerous
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -33,10 +47,11 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import planher  # noqa: E402  (for the demo generator)
+import planher  # noqa: E402
 
 PASSWORD = "benchmark passphrase"
-HISTORY_DAYS = 120
+SECRET = "benchmark-secret"
+SMALL_USERS = 100  # the "10k moods" database: 100 users × 100 days
 
 
 async def ceiling_endpoint(request):
@@ -46,41 +61,53 @@ async def ceiling_endpoint(request):
 ceiling_app = Starlette(routes=[Route("/ceiling", ceiling_endpoint)])
 
 
+# ── servers and requests ──
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def start_server(app: str, port: int, environment: dict[str, str]) -> subprocess.Popen:
-    server = subprocess.Popen(
+@contextlib.contextmanager
+def server(app: str, environment: dict[str, str], workers: int = 1):
+    port = free_port()
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
             app,
-            "--app-dir",
-            str(ROOT / "tests") if app.startswith("bench:") else str(ROOT),
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--log-level",
             "warning",
             "--no-access-log",
+            "--app-dir",
+            str(ROOT / "tests") if app.startswith("bench:") else str(ROOT),
         ],
         env=environment,
         cwd=ROOT,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server
-        except OSError:
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start")
             time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"{app} did not start on port {port}")
+        time.sleep(0.5 * workers)  # let every worker finish its startup
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def call(method: str, url: str, body: dict | None = None, headers: dict | None = None):
@@ -90,18 +117,21 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **(headers or {})},
     )
-    with urllib.request.urlopen(request, timeout=60) as response:
+    with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read() or b"null")
 
 
-def log_history(base: str, auth: dict, days: int) -> None:
-    """Periods and daily energy from the demo generator, through the API."""
-    periods, moods = planher.generate_demo_history(days, planher.utc_today(), seed=1)
-    for period in periods:
-        body = {"start_date": period.start.isoformat(), "end_date": period.end.isoformat()}
-        call("POST", f"{base}/periods/", body, auth)
-    for date, level in moods:
-        call("POST", f"{base}/moods/", {"date": date.isoformat(), "energy_level": level}, auth)
+def retrain_when_idle(base: str, auth: dict) -> None:
+    """POST /predictions/retrain, waiting out a background training that holds the claim."""
+    for _ in range(300):
+        try:
+            call("POST", f"{base}/predictions/retrain", headers=auth)
+            return
+        except urllib.error.HTTPError as error:
+            if error.code != 409:
+                raise
+            time.sleep(0.1)
+    raise RuntimeError("the model stayed busy for 30 s")
 
 
 def timed_ms(method: str, url: str, headers: dict) -> float:
@@ -110,116 +140,368 @@ def timed_ms(method: str, url: str, headers: dict) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def retrain_when_idle(base: str, auth: dict) -> None:
-    """POST /predictions/retrain, waiting out a background training that holds the claim."""
-    for _ in range(100):
-        try:
-            call("POST", f"{base}/predictions/retrain", headers=auth)
-            return
-        except urllib.error.HTTPError as error:
-            if error.code != 409:
-                raise
-            time.sleep(0.1)
-    raise RuntimeError("the model stayed busy for 10 s")
-
-
-def prediction_latency(base: str, auth: dict, samples: int = 10) -> dict:
-    """Sequential latency of GET /predictions/current: cold (the first request after a
-    retrain, which loads and verifies the new model) and warm (model in the cache)."""
-    cold = []
-    for _ in range(samples):
-        retrain_when_idle(base, auth)
-        cold.append(timed_ms("GET", f"{base}/predictions/current", auth))
-    warm = [timed_ms("GET", f"{base}/predictions/current", auth) for _ in range(100)]
-    return {"cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm)}
-
-
 WRK_LATENCY = re.compile(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
+POST_MOODS_SCRIPT = """
+local threads = {}
+function setup(thread) thread:set("id", #threads); table.insert(threads, thread) end
+function init(args) n = 0 end
+function request()
+  n = n + 1
+  local day = os.date("!%Y-%m-%d", 1700000000 - (n * 4 + id) * 86400)
+  return wrk.format("POST", "/moods/", {["Content-Type"] = "application/json",
+    ["Authorization"] = "AUTH"}, '{"energy_level": 1, "date": "' .. day .. '"}')
+end
+"""
+LOGIN_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = 'BODY'
+"""
 
-def wrk(url: str, duration_s: int, connections: int, headers: dict[str, str]) -> dict:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
-    for name, value in headers.items():
+
+def wrk(
+    url: str,
+    duration_s: int,
+    connections: int,
+    headers: dict | None = None,
+    script: str | None = None,
+    threads: int = 2,
+) -> dict:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script or "")
+    if script:
+        command += ["-s", lua.name]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(lua.name)
     latencies = {p: float(v) * UNIT_MS[u] for p, v, u in WRK_LATENCY.findall(output)}
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": latencies.get("50"),
-        "p99_ms": latencies.get("99"),
-        "errors": int(errors.group(1)) if errors else 0,
+        "p50_ms": latencies.get("50", float("nan")),
+        "p99_ms": latencies.get("99", float("nan")),
+        "errors": (int(non_2xx.group(1)) if non_2xx else 0),
         "socket_errors": socket_errors.group(1) if socket_errors else "",
     }
+
+
+# ── the database ──
+
+
+@contextlib.contextmanager
+def fresh_database(workdir: Path):
+    server_url = os.environ.get("DATABASE_URL", "")
+    if not server_url.startswith(("postgres://", "postgresql://")):
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    name = f"planher_bench_{uuid.uuid4().hex[:8]}"
+    admin = server_url.replace("postgres://", "postgresql://", 1)
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield re.sub(r"/[^/]*$", f"/{name}", server_url)
+    finally:
+        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def seed_rows(first_user: int, last_user: int, moods_per_user: int, password_hash: str):
+    """Users `first_user..last_user`, each with `moods_per_user` days of energy and the
+    periods around them, no profile."""
+    now, today = planher.utc_now(), planher.utc_today()
+    users, periods, moods = [], [], []
+    for user_id in range(first_user, last_user + 1):
+        users.append(
+            (user_id, f"bench{user_id}@example.org", password_hash, None, "user", now, now)
+        )
+        if user_id == 1:  # the woman whose predictions are measured: a learnable history
+            history, days = planher.generate_demo_history(moods_per_user, today, seed=1)
+            periods += [(user_id, p.start, p.end, None, now, now) for p in history]
+            moods += [(user_id, day, level, None, None, now, now) for day, level in days]
+            continue
+        start = today - dt.timedelta(days=moods_per_user + user_id % 28)
+        while start <= today:
+            periods.append((user_id, start, start + dt.timedelta(days=4), None, now, now))
+            start += dt.timedelta(days=28 + user_id % 3)
+        for offset in range(moods_per_user):
+            day = today - dt.timedelta(days=offset)
+            moods.append((user_id, day, (user_id + offset) % 3, None, None, now, now))
+    return users, periods, moods
+
+
+USER_COLUMNS = ["id", "email", "password_hash", "name", "role", "created_at", "updated_at"]
+PERIOD_COLUMNS = ["user_id", "start_date", "end_date", "notes", "created_at", "updated_at"]
+MOOD_COLUMNS = [
+    "user_id",
+    "date",
+    "energy_level",
+    "day_of_cycle",
+    "notes",
+    "created_at",
+    "updated_at",
+]
+
+
+def seed(
+    database_url: str, first_user: int, last_user: int, moods_per_user: int, password_hash: str
+):
+    users, periods, moods = seed_rows(first_user, last_user, moods_per_user, password_hash)
+    tables = [
+        ("users", USER_COLUMNS, users),
+        ("period_records", PERIOD_COLUMNS, periods),
+        ("daily_moods", MOOD_COLUMNS, moods),
+    ]
+    if database_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            with db:
+                for table, columns, rows in tables:
+                    marks = ", ".join("?" * len(columns))
+                    db.executemany(
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                        [
+                            [str(v) if isinstance(v, dt.datetime) else v for v in row]
+                            for row in rows
+                        ],
+                    )
+        return
+
+    async def copy() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            for table, columns, rows in tables:
+                await connection.copy_records_to_table(table, records=rows, columns=columns)
+            await connection.execute(
+                "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT max(id) FROM users))"
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(copy())
+
+
+def migrate(database_url: str) -> None:
+    environment = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEYS": SECRET}
+    subprocess.run(
+        [sys.executable, str(ROOT / "planher.py"), "migrate"],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+
+
+# ── measurements that need no server ──
+
+
+def bcrypt_ms(rounds: int = planher.BCRYPT_ROUNDS) -> float:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds))
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        bcrypt.checkpw(PASSWORD.encode(), hashed)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def model_cache_megabytes(models: int) -> tuple[float, int]:
+    """Memory of `models` loaded personal models (180 generated days each) in a ModelCache."""
+    periods, moods = planher.generate_demo_history(180, planher.utc_today(), seed=1)
+    calendar = planher.CycleCalendar.build(periods)
+    rows = [{"date": d, "day_of_cycle": None, "energy_level": level} for d, level in moods]
+    samples = list(planher.labelled_days(calendar, rows))
+    result = planher.train_energy_model(
+        [planher.cycle_features(cycle) for cycle, _ in samples], [level for _, level in samples]
+    )
+    signer = itsdangerous.Signer("k", salt=planher.MODEL_SIGNATURE_SALT)
+    blob = planher.serialize_model(result.estimator, signer)
+    cache = planher.ModelCache(models)
+    tracemalloc.start()
+    for user in range(models):
+        estimator = planher.deserialize_model(blob, signer)
+        cache.put(f"user:{user}", planher.EnergyModel("personal", estimator, version=1))
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return used / 2**20, len(blob)
+
+
+# ── the run ──
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--moods-per-user", type=int, default=100)
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
+    seconds, connections = arguments.duration, arguments.connections
+    rows: list[tuple[str, dict]] = []
+    notes: list[str] = []
 
-    workdir = Path(tempfile.mkdtemp(prefix="planher-bench-"))
-    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{workdir / 'bench.db'}"
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "SECRET_KEYS": "benchmark-secret",
-        # One user drives all the load: lift the abuse limits for the measurement.
-        **{f"RATE_LIMIT_{name.upper()}": "100000000/60" for name in planher.DEFAULT_RATE_LIMITS},
-    }
-    ceiling_port, planher_port = free_port(), free_port()
-    servers = [
-        start_server("bench:ceiling_app", ceiling_port, environment),
-        start_server("planher:app", planher_port, environment),
-    ]
-    try:
-        base = f"http://127.0.0.1:{planher_port}"
-        email = f"bench-{int(time.time())}@example.org"
-        call("POST", f"{base}/auth/register", {"email": email, "password": PASSWORD})
-        tokens = call("POST", f"{base}/auth/login", {"email": email, "password": PASSWORD})
-        auth = {"Authorization": f"Bearer {tokens['access_token']}"}
-        log_history(base, auth, HISTORY_DAYS)
-        latency = prediction_latency(base, auth)
+    with (
+        tempfile.TemporaryDirectory(prefix="planher-bench-") as workdir,
+        fresh_database(Path(workdir)) as url,
+    ):
+        environment = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SECRET_KEYS": SECRET,
+            **{
+                f"RATE_LIMIT_{name.upper()}": "100000000/60" for name in planher.DEFAULT_RATE_LIMITS
+            },
+        }
+        migrate(url)
+        password_hash = bcrypt.hashpw(
+            PASSWORD.encode(), bcrypt.gensalt(planher.BCRYPT_ROUNDS)
+        ).decode()
+        seed(url, 1, SMALL_USERS, arguments.moods_per_user, password_hash)
+        credentials = {"email": "bench1@example.org", "password": PASSWORD}
 
-        rows = [
-            ("bare Starlette JSON (ceiling)", f"http://127.0.0.1:{ceiling_port}/ceiling", {}),
-            ("GET /auth/me", f"{base}/auth/me", auth),
-            ("GET /predictions/current (warm)", f"{base}/predictions/current", auth),
-            ("GET /predictions/forecast", f"{base}/predictions/forecast", auth),
-        ]
-        results = [
-            (name, wrk(url, arguments.duration, arguments.connections, headers))
-            for name, url, headers in rows
-        ]
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=30)
+        with server("bench:ceiling_app", environment) as ceiling:
+            rows.append(
+                ("bare Starlette JSON (ceiling)", wrk(f"{ceiling}/ceiling", seconds, connections))
+            )
 
-    ceiling_rps = results[0][1]["rps"]
-    backend = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+        with server("planher:app", environment) as base:
+            token = call("POST", f"{base}/auth/login", credentials)["access_token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            small_list = wrk(f"{base}/moods/?limit=30", seconds, connections, auth)
+        seed(url, SMALL_USERS + 1, arguments.users, arguments.moods_per_user, password_hash)
+        total_moods = arguments.users * arguments.moods_per_user
+
+        with server("planher:app", environment) as base:
+            tokens = [
+                call(
+                    "POST",
+                    f"{base}/auth/login",
+                    {"email": f"bench{k}@example.org", "password": PASSWORD},
+                )
+                for k in (1, 2)
+            ]
+            auth = {"Authorization": f"Bearer {tokens[0]['access_token']}"}
+            retrain_when_idle(base, auth)
+            cold = []
+            for _ in range(5):
+                retrain_when_idle(base, auth)
+                cold.append(timed_ms("GET", f"{base}/predictions/current", auth))
+            warm = [timed_ms("GET", f"{base}/predictions/current", auth) for _ in range(50)]
+            rows.append(("GET /auth/me", wrk(f"{base}/auth/me", seconds, connections, auth)))
+            rows.append(
+                (
+                    f"GET /moods/?limit=30 ({total_moods:,} moods)",
+                    wrk(f"{base}/moods/?limit=30", seconds, connections, auth),
+                )
+            )
+            rows.append(
+                (
+                    "GET /predictions/current (warm)",
+                    wrk(f"{base}/predictions/current", seconds, connections, auth),
+                )
+            )
+            rows.append(
+                (
+                    "GET /predictions/forecast",
+                    wrk(f"{base}/predictions/forecast", seconds, connections, auth),
+                )
+            )
+            login_body = json.dumps(credentials)
+            rows.append(
+                (
+                    "POST /auth/login",
+                    wrk(
+                        f"{base}/auth/login",
+                        seconds,
+                        16,
+                        script=LOGIN_SCRIPT.replace("BODY", login_body),
+                    ),
+                )
+            )
+
+            storm = threading.Thread(
+                target=wrk,
+                args=(f"{base}/auth/login", seconds + 2, 16),
+                kwargs={"script": LOGIN_SCRIPT.replace("BODY", login_body)},
+            )
+            storm.start()
+            time.sleep(1)
+            health_in_storm = wrk(f"{base}/health", seconds, 4, threads=1)
+            storm.join()
+
+            stop = threading.Event()
+
+            def retrain_loop() -> None:
+                while not stop.is_set():
+                    retrain_when_idle(base, auth)
+
+            retrainer = threading.Thread(target=retrain_loop)
+            retrainer.start()
+            health_in_retrains = wrk(f"{base}/health", seconds, 4, threads=1)
+            stop.set()
+            retrainer.join()
+
+        with server("planher:app", environment, workers=2) as base:
+            script = POST_MOODS_SCRIPT.replace("AUTH", f"Bearer {tokens[1]['access_token']}")
+            rows.append(
+                (
+                    "POST /moods/ (2 workers)",
+                    wrk(f"{base}/moods/", seconds, connections, script=script),
+                )
+            )
+            rows.append(
+                ("GET /auth/me (2 workers)", wrk(f"{base}/auth/me", seconds, connections, auth))
+            )
+
+    check_ms = bcrypt_ms()
+    cache_mb, blob_bytes = model_cache_megabytes(500)
+    backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     print(
-        f"\nwrk -t2 -c{arguments.connections} -d{arguments.duration}s, 1 uvicorn worker, "
+        f"\nwrk -t2 -c{connections} -d{seconds}s (login: -c16), 1 uvicorn worker unless noted, "
         f"{backend}, {os.cpu_count()} cores\n"
     )
     print("| endpoint | req/s | ratio to ceiling | p50 ms | p99 ms | errors |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, result in results:
+    ceiling_rps = rows[0][1]["rps"]
+    for name, result in rows:
         errors = f"{result['errors']} {result['socket_errors']}".strip()
         print(
             f"| {name} | {result['rps']:,.0f} | {result['rps'] / ceiling_rps:.3f} | "
             f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {errors} |"
         )
-    print(
-        f"\nGET /predictions/current one at a time ({HISTORY_DAYS} days of history): "
-        f"cold (first after a retrain) {latency['cold_ms']:.1f} ms, "
-        f"warm {latency['warm_ms']:.1f} ms (medians)"
-    )
+    login_rps = next(result["rps"] for name, result in rows if name == "POST /auth/login")
+    bcrypt_limit = os.cpu_count() * 1000 / check_ms
+    notes += [
+        f"bcrypt cost {planher.BCRYPT_ROUNDS}: {check_ms:.0f} ms a check, so {bcrypt_limit:.1f} "
+        f"logins/s on {os.cpu_count()} cores; logins reached {login_rps:.1f}/s "
+        f"({login_rps / bcrypt_limit:.0%} of that)",
+        f"GET /health during a login storm: p50 {health_in_storm['p50_ms']:.1f} ms, "
+        f"p99 {health_in_storm['p99_ms']:.1f} ms; during back-to-back retrains: "
+        f"p50 {health_in_retrains['p50_ms']:.1f} ms, p99 {health_in_retrains['p99_ms']:.1f} ms",
+        f"GET /predictions/current one at a time: cold (first after a retrain) "
+        f"{statistics.median(cold):.1f} ms, warm {statistics.median(warm):.1f} ms (medians)",
+        f"GET /moods/?limit=30 at {SMALL_USERS * arguments.moods_per_user:,} moods: p50 "
+        f"{small_list['p50_ms']:.1f} ms, p99 {small_list['p99_ms']:.1f} ms, "
+        f"{small_list['rps']:,.0f} req/s; "
+        f"at {total_moods:,}: see the table",
+        f"model cache: 500 loaded personal models take {cache_mb:.1f} MB "
+        f"({cache_mb * 1024 / 500:.0f} KB each; {blob_bytes / 1024:.0f} KB stored)",
+    ]
+    print()
+    for note in notes:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

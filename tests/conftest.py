@@ -98,6 +98,8 @@ def make_settings(database_url: str, **changes) -> planher.Settings:
         "secret_keys": (TEST_SECRET_KEY,),
         "bcrypt_rounds": 4,
         "rate_limits": {name: generous for name in planher.DEFAULT_RATE_LIMITS},
+        "retrain_pause_s": 0,  # retrain as soon as enough changed, to see it happen
+        "population_retrain_pause_s": 0,
     }
     return planher.Settings(database_url=database_url, **{**defaults, **changes})
 
