@@ -482,6 +482,9 @@ class SQLiteConnectionPool:
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
         self._connections: list[aiosqlite.Connection] = []
         self.reader: sqlite3.Connection | None = None
+        # SQLite has one writer, and a connection waiting for the lock polls with sleeps of
+        # up to 100 ms: writers of this process queue here instead, fairly and at once.
+        self.write_lock = asyncio.Lock()
 
     async def open(self) -> None:
         self._idle = asyncio.Queue()
@@ -526,16 +529,30 @@ class ImmediateSQLiteTransaction(SQLiteTransaction):
             return await super().start(is_root, extra_options)
         self._is_root = True
         assert self._connection._connection is not None, "Connection is not acquired"
-        await self._connection._connection.execute("BEGIN IMMEDIATE")
+        await self._connection._pool.write_lock.acquire()
+        try:
+            await self._connection._connection.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._connection._pool.write_lock.release()
+            raise
         self._connection.in_transaction = True
 
     async def commit(self) -> None:
-        await super().commit()
-        self._connection.in_transaction = not self._is_root
+        try:
+            await super().commit()
+        finally:
+            self._end()
 
     async def rollback(self) -> None:
-        await super().rollback()
-        self._connection.in_transaction = not self._is_root
+        try:
+            await super().rollback()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        if self._is_root:
+            self._connection.in_transaction = False
+            self._connection._pool.write_lock.release()
 
 
 class PooledSQLiteConnection(SQLiteConnection):
@@ -554,13 +571,33 @@ class PooledSQLiteConnection(SQLiteConnection):
     def _reads_inline(self, query: Any) -> bool:
         return isinstance(query, sa.Select) and not self.in_transaction
 
+    def _writes_alone(self, query: Any) -> bool:
+        """A statement that may write, outside a transaction: it takes the write lock."""
+        if self.in_transaction or isinstance(query, sa.Select):
+            return False
+        return not (
+            isinstance(query, sa.TextClause) and query.text.lstrip().upper().startswith("SELECT")
+        )
+
+    async def execute(self, query: Any) -> Any:
+        if not self._writes_alone(query):
+            return await super().execute(query)
+        async with self._pool.write_lock:
+            return await super().execute(query)
+
     async def fetch_all(self, query: Any) -> list:
+        if self._writes_alone(query):
+            async with self._pool.write_lock:
+                return await super().fetch_all(query)
         if not self._reads_inline(query):
             return await super().fetch_all(query)
         cursor, context = self._execute_inline(query)
         return self._records(cursor, cursor.fetchall(), context)
 
     async def fetch_one(self, query: Any) -> Any:
+        if self._writes_alone(query):
+            async with self._pool.write_lock:
+                return await super().fetch_one(query)
         if not self._reads_inline(query):
             return await super().fetch_one(query)
         cursor, context = self._execute_inline(query)
@@ -2184,48 +2221,58 @@ async def active_model(app: Starlette, user_id: int) -> EnergyModel:
 
 async def training_samples(database: Database, user_id: int | None):
     """Her labelled days, or (user_id None) the most recent labelled days of everyone, as
-    (cycle day, profile, level)."""
+    (cycle day, profile, level). The rows are fetched here; placing thousands of days in
+    their cycles is CPU work, done in a worker thread."""
     mood_columns = [
         daily_moods.c.user_id,
         daily_moods.c.date,
         daily_moods.c.day_of_cycle,
         daily_moods.c.energy_level,
     ]
+    period_columns = [
+        period_records.c.user_id,
+        period_records.c.start_date,
+        period_records.c.end_date,
+    ]
     if user_id is not None:
         moods = await database.fetch_all(
             sa.select(*mood_columns).where(daily_moods.c.user_id == user_id)
         )
-        calendars = {user_id: await load_calendar(database, user_id)}
+        periods = await database.fetch_all(
+            sa.select(*period_columns).where(period_records.c.user_id == user_id)
+        )
+        profile = await fetch_profile(database, user_id)
+        profiles = {} if profile is None else {user_id: profile}
     else:
         moods = await database.fetch_all(
             sa.select(*mood_columns)
             .order_by(daily_moods.c.date.desc())
             .limit(POPULATION_MAX_SAMPLES)
         )
-        calendars = await load_all_calendars(database, {mood["user_id"] for mood in moods})
-    by_user = collections.defaultdict(list)
-    for mood in moods:
-        by_user[mood["user_id"]].append(mood)
-    return [
-        (cycle, calendars[owner].profile, level)
-        for owner, owned in by_user.items()
-        for cycle, level in labelled_days(calendars[owner], owned)
-    ]
+        periods = await database.fetch_all(sa.select(*period_columns))
+        profiles = {
+            row["user_id"]: as_dict(row) for row in await database.fetch_all(user_profiles.select())
+        }
+    return await run_in_threadpool(labelled_samples, moods, periods, profiles)
 
 
-async def load_all_calendars(database: Database, user_ids: set[int]) -> dict[int, CycleCalendar]:
-    periods = await database.fetch_all(
-        sa.select(period_records.c.user_id, period_records.c.start_date, period_records.c.end_date)
-    )
-    profiles = {
-        row["user_id"]: as_dict(row) for row in await database.fetch_all(user_profiles.select())
-    }
-    spans = collections.defaultdict(list)
+def labelled_samples(
+    moods: Sequence[Mapping], periods: Sequence[Mapping], profiles: Mapping[int, Mapping]
+) -> list[tuple[CycleDay, Mapping | None, int]]:
+    """(cycle day, profile, level) of every mood whose cycle position is known, each placed
+    in its owner's calendar."""
+    spans, owned = collections.defaultdict(list), collections.defaultdict(list)
     for row in periods:
         spans[row["user_id"]].append(PeriodSpan(row["start_date"], row["end_date"]))
-    return {
-        user_id: CycleCalendar.build(spans[user_id], profiles.get(user_id)) for user_id in user_ids
-    }
+    for mood in moods:
+        owned[mood["user_id"]].append(mood)
+    samples = []
+    for owner, days in owned.items():
+        calendar = CycleCalendar.build(spans[owner], profiles.get(owner))
+        samples += [
+            (cycle, calendar.profile, level) for cycle, level in labelled_days(calendar, days)
+        ]
+    return samples
 
 
 # Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
