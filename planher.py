@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import decimal
+import fcntl
 import functools
 import getpass
 import hashlib
@@ -469,6 +470,56 @@ def as_dict(record: Any) -> dict[str, Any]:
 # ── Database: `databases` with a real connection pool for SQLite ────────────────────────
 
 
+class WriterTurn:
+    """One SQLite writer at a time, queued without polling. SQLite lets one connection
+    write, and one that waits for the lock polls with sleeps of up to 100 ms, so under
+    load writers starve. Here writers of a process queue on an asyncio lock, and the
+    processes on an exclusive flock of a file beside the database, which the kernel hands
+    to the next waiter the moment it is free."""
+
+    def __init__(self, database_path: str) -> None:
+        self._lock = asyncio.Lock()
+        self._path = f"{database_path}.writer-lock"
+        self._file: Any = None
+        self._holding = False
+
+    def open(self) -> None:
+        self._file = open(self._path, "a+b")  # noqa: SIM115 (held open while connected)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _take_file_lock(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._holding = True
+
+    async def acquire(self) -> None:
+        await self._lock.acquire()
+        try:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._holding = True
+            except BlockingIOError:  # another process is writing: wait in a thread
+                await anyio.to_thread.run_sync(self._take_file_lock)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self._holding:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._holding = False
+        self._lock.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.release()
+
+
 class SQLiteConnectionPool:
     """A fixed set of aiosqlite connections, each configured once with SQLITE_PRAGMAS.
 
@@ -482,9 +533,7 @@ class SQLiteConnectionPool:
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
         self._connections: list[aiosqlite.Connection] = []
         self.reader: sqlite3.Connection | None = None
-        # SQLite has one writer, and a connection waiting for the lock polls with sleeps of
-        # up to 100 ms: writers of this process queue here instead, fairly and at once.
-        self.write_lock = asyncio.Lock()
+        self.write_lock = WriterTurn(path)
 
     async def open(self) -> None:
         self._idle = asyncio.Queue()
@@ -494,6 +543,7 @@ class SQLiteConnectionPool:
                 await connection.execute(pragma)
             self._connections.append(connection)
             self._idle.put_nowait(connection)
+        self.write_lock.open()
         self.reader = sqlite3.connect(self.path, isolation_level=None)
         self.reader.execute("PRAGMA query_only = ON")  # it must never hold the write lock
 
@@ -505,6 +555,7 @@ class SQLiteConnectionPool:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+        self.write_lock.close()
 
     async def acquire(self) -> aiosqlite.Connection:
         if self._idle is None:
