@@ -55,7 +55,12 @@ import joblib
 import numpy as np
 import sklearn
 import sqlalchemy as sa
-from databases.backends.sqlite import SQLiteBackend, SQLiteConnection, SQLiteTransaction
+from databases.backends.sqlite import (
+    CompilationContext,
+    SQLiteBackend,
+    SQLiteConnection,
+    SQLiteTransaction,
+)
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -70,6 +75,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
 from sqlalchemy.engine.cursor import CursorResultMetaData
+from sqlalchemy.sql.ddl import DDLElement
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -121,6 +127,7 @@ POPULATION_RETRAIN_MIN_INTERVAL_S = 10 * 60
 MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
 SQLITE_POOL_SIZE = 8
+COMPILED_STATEMENTS_CACHE_SIZE = 500  # distinct statement shapes; the app has a few dozen
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Applied once to every pooled connection: WAL lets readers run beside the writer,
 # synchronous=FULL makes a committed write survive power loss, and foreign keys are off by
@@ -534,6 +541,7 @@ class SQLiteConnectionPool:
         self._connections: list[aiosqlite.Connection] = []
         self.reader: sqlite3.Connection | None = None
         self.write_lock = WriterTurn(path)
+        self.compiled_statements: dict[Any, tuple] = {}
 
     async def open(self) -> None:
         self._idle = asyncio.Queue()
@@ -665,6 +673,39 @@ class PooledSQLiteConnection(SQLiteConnection):
     def _execute_inline(self, query: Any):
         query_text, arguments, _, context = self._compile(query)
         return self._pool.reader.execute(query_text, arguments), context
+
+    def _compile(self, query: Any) -> tuple:
+        """`databases` compiles every statement anew; a handler's statements differ only in
+        their values, so each shape is compiled once (keyed as SQLAlchemy's own engine
+        caches) and only its parameters are filled in per call."""
+        cache_key = None if isinstance(query, DDLElement) else query._generate_cache_key()
+        if cache_key is None:
+            return super()._compile(query)
+        compiled_statements = self._pool.compiled_statements
+        entry = compiled_statements.get(cache_key.key)
+        if entry is None:
+            compiled = query.compile(dialect=self._dialect, cache_key=cache_key)
+            context = self._dialect.execution_ctx_cls()
+            context.dialect = self._dialect
+            context.result_column_struct = (
+                compiled._result_columns,
+                compiled._ordered_columns,
+                compiled._textual_ordered_columns,
+                compiled._ad_hoc_textual,
+                compiled._loose_column_name_matching,
+            )
+            entry = (compiled, CompilationContext(context))
+            compiled_statements[cache_key.key] = entry
+            if len(compiled_statements) > COMPILED_STATEMENTS_CACHE_SIZE:
+                compiled_statements.pop(next(iter(compiled_statements)))
+        compiled, context = entry
+        parameters = compiled.construct_params(extracted_parameters=cache_key.bindparams)
+        processors = compiled._bind_processors
+        arguments = [
+            processors[name](parameters[name]) if name in processors else parameters[name]
+            for name in compiled.positiontup
+        ]
+        return compiled.string, arguments, compiled._result_columns, context
 
     @staticmethod
     def _records(cursor: sqlite3.Cursor, rows: list, context: Any) -> list[dict[str, Any]]:
