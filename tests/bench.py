@@ -34,7 +34,6 @@ import time
 import tracemalloc
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -48,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import planher  # noqa: E402
+from conftest import temporary_postgres_database  # noqa: E402
 
 PASSWORD = "benchmark passphrase"
 SECRET = "benchmark-secret"
@@ -197,25 +197,14 @@ def wrk(
 
 @contextlib.contextmanager
 def fresh_database(workdir: Path):
+    """A SQLite file, or a new database on DATABASE_URL's PostgreSQL server (the tests' own
+    helper), dropped afterwards."""
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url.startswith(("postgres://", "postgresql://")):
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
-    name = f"planher_bench_{uuid.uuid4().hex[:8]}"
-    admin = server_url.replace("postgres://", "postgresql://", 1)
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    try:
-        yield re.sub(r"/[^/]*$", f"/{name}", server_url)
-    finally:
-        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    with temporary_postgres_database(server_url) as url:
+        yield url
 
 
 def seed_rows(first_user: int, last_user: int, moods_per_user: int, password_hash: str):
