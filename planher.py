@@ -3107,7 +3107,8 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Response:
             .values(**changes, updated_at=utc_now())
             .returning(*period_records.c)
         )
-        calendar = await load_calendar(database, user_id)
+    moved = [period for period in calendar.periods if period.start != current["start_date"]]
+    calendar = CycleCalendar.build([*moved, updated], calendar.profile)
     return APIResponse(period_json(row, calendar))
 
 

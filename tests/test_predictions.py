@@ -54,6 +54,16 @@ def model_rows(client, user_id: int | None) -> list[dict]:
     return [planher.as_dict(row) for row in rows]
 
 
+def account_with_personal_model(client, seed: int) -> tuple:
+    """A new account with 60 generated days, served by her own model; and its version."""
+    account = create_account(client)
+    log_generated_history(client, account, days=60, seed=seed)
+    drain_training(client)
+    served = current(client, account)["model"]
+    assert served["source"] == "personal"
+    return account, served["version"]
+
+
 # ── current ──
 
 
@@ -287,12 +297,7 @@ def test_retrain_makes_a_new_version_that_current_serves_through_the_cache(clien
 
 
 def test_a_retrain_in_another_worker_is_seen_at_once(client, settings):
-    account = create_account(client)
-    log_generated_history(client, account, days=60, seed=4)
-    drain_training(client)
-    served = current(client, account)["model"]
-    assert served["source"] == "personal"
-    version = served["version"]
+    account, version = account_with_personal_model(client, seed=4)
     with TestClient(planher.create_app(settings)) as other_worker:
         summary = other_worker.post("/predictions/retrain", headers=account.headers).json()
     assert summary["version"] == version + 1
@@ -300,12 +305,7 @@ def test_a_retrain_in_another_worker_is_seen_at_once(client, settings):
 
 
 def test_a_tampered_model_is_refused_and_retrained(client, caplog):
-    account = create_account(client)
-    log_generated_history(client, account, days=60, seed=7)
-    drain_training(client)
-    served = current(client, account)["model"]
-    assert served["source"] == "personal"
-    version = served["version"]
+    account, version = account_with_personal_model(client, seed=7)
     client.app.state.model_cache = planher.ModelCache(10)  # as in a freshly started worker
     table = planher.user_models
     blob = run(
@@ -332,12 +332,7 @@ def test_a_tampered_model_is_refused_and_retrained(client, caplog):
 
 
 def test_a_model_saved_by_another_scikit_learn_is_retrained_not_loaded(client, monkeypatch):
-    account = create_account(client)
-    log_generated_history(client, account, days=60, seed=8)
-    drain_training(client)
-    served = current(client, account)["model"]
-    assert served["source"] == "personal"
-    version = served["version"]
+    account, version = account_with_personal_model(client, seed=8)
     client.app.state.model_cache = planher.ModelCache(10)
     table = planher.user_models
     hers = table.c.user_id == account.user["id"]
