@@ -20,6 +20,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
 import decimal
@@ -36,31 +37,22 @@ import os
 import random
 import re
 import secrets
-import sqlite3
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
-import aiosqlite
 import anyio
 import anyio.to_thread
-import asyncpg
 import bcrypt
-import databases
 import itsdangerous
 import joblib
 import numpy as np
 import sklearn
 import sqlalchemy as sa
-from databases.backends.sqlite import (
-    CompilationContext,
-    SQLiteBackend,
-    SQLiteConnection,
-    SQLiteTransaction,
-)
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -74,8 +66,7 @@ from pydantic_core import PydanticCustomError
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-from sqlalchemy.engine.cursor import CursorResultMetaData
-from sqlalchemy.sql.ddl import DDLElement
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
@@ -102,8 +93,6 @@ from threadpoolctl import threadpool_limits
 __version__ = "0.1.0"
 
 logger = logging.getLogger("planher")
-# `databases` logs every query with its arguments at DEBUG: passwords hashes and health data.
-logging.getLogger("databases").setLevel(logging.INFO)
 
 ROOT_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = ROOT_DIR / "migrations"
@@ -122,22 +111,46 @@ DEFAULT_CORS_ORIGINS = (
 
 # Background retraining waits at least this long after the last training, whatever a client
 # sends (a flood of moods, a benchmark).
-RETRAIN_MIN_INTERVAL_S = 60
-POPULATION_RETRAIN_MIN_INTERVAL_S = 10 * 60
+RETRAIN_PAUSE_S = 60
+POPULATION_RETRAIN_PAUSE_S = 10 * 60
 MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
-SQLITE_POOL_SIZE = 8
-COMPILED_STATEMENTS_CACHE_SIZE = 500  # distinct statement shapes; the app has a few dozen
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Applied once to every pooled connection: WAL lets readers run beside the writer,
+
+# The database. A call (pool checkout, statement, commit) that takes longer than
+# DB_TIMEOUT_S is abandoned, its connection discarded, and the client told 503.
+DB_TIMEOUT_S = 5.0
+DB_POOL_SIZE = 8  # connections per process (the SQLite writer takes one at a time)
+RETRY_AFTER_S = 5  # what a 503 asks the client to wait
+FAILURE_LOG_INTERVAL_S = 10  # one log line per kind of database failure per interval
+LARGE_READ_CHUNK_ROWS = 2_000  # a large read hands the event loop back after each chunk
+WRITER_TURN_POLL_S = 0.002  # how often a writer checks whether another process is done
+# Applied once to every SQLite connection: WAL lets readers run beside the writer,
 # synchronous=FULL makes a committed write survive power loss, and foreign keys are off by
 # default in SQLite, which would silently skip every ON DELETE CASCADE.
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",
-    f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
 )
+# Errors that say the database cannot serve now (503), not that a statement was wrong:
+# SQLite's result codes (extended ones start with these), PostgreSQL's SQLSTATEs (classes:
+# connection, resources, operator intervention, system; a read-only transaction;
+# serialization failures and deadlocks; a lock not available).
+SQLITE_UNAVAILABLE_ERRORS = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_READONLY",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_NOTADB",
+    "SQLITE_CORRUPT",
+    "SQLITE_PROTOCOL",
+    "SQLITE_PERM",
+)
+POSTGRES_UNAVAILABLE_STATES = ("08", "53", "57", "58", "25006", "40", "55P03")
+# The inline reader runs on the event loop: it may wait for a lock only this long.
+SQLITE_READER_BUSY_TIMEOUT_MS = 20
 # Any constant shared by all app instances serializes their migration runs on PostgreSQL.
 MIGRATION_LOCK_ID = 72_420_261
 
@@ -207,7 +220,9 @@ DEFAULT_RATE_LIMITS = {
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the environment (or a `.env` file) can change."""
+    """Everything the environment (or a `.env` file) can change: each field is read from
+    the variable of its name in capitals (`db_timeout_s` from DB_TIMEOUT_S), lists
+    comma-separated, and rate limits from RATE_LIMIT_<NAME>=count/seconds."""
 
     database_url: str = DEFAULT_DATABASE_URL
     secret_keys: tuple[str, ...] = (DEVELOPMENT_SECRET_KEY,)  # newest first
@@ -216,41 +231,37 @@ class Settings:
     bcrypt_rounds: int = BCRYPT_ROUNDS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     model_cache_size: int = MODEL_CACHE_SIZE
-    retrain_pause_s: int = RETRAIN_MIN_INTERVAL_S
-    population_retrain_pause_s: int = POPULATION_RETRAIN_MIN_INTERVAL_S
+    retrain_pause_s: int = RETRAIN_PAUSE_S
+    population_retrain_pause_s: int = POPULATION_RETRAIN_PAUSE_S
+    db_timeout_s: float = DB_TIMEOUT_S
+    db_pool_size: int = DB_POOL_SIZE
     rate_limits: Mapping[str, RateLimit] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
     )
 
     @classmethod
-    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env_file = ".env" if Path(".env").is_file() else None
         config = Config(env_file, environ=os.environ if environ is None else environ)
-        return cls(
-            database_url=config("DATABASE_URL", default=DEFAULT_DATABASE_URL),
-            secret_keys=_comma_separated(config("SECRET_KEYS", default=""))
-            or (DEVELOPMENT_SECRET_KEY,),
-            access_token_ttl_s=config("ACCESS_TOKEN_TTL_S", cast=int, default=ACCESS_TOKEN_TTL_S),
-            refresh_token_ttl_s=config(
-                "REFRESH_TOKEN_TTL_S", cast=int, default=REFRESH_TOKEN_TTL_S
-            ),
-            bcrypt_rounds=config("BCRYPT_ROUNDS", cast=int, default=BCRYPT_ROUNDS),
-            cors_origins=_comma_separated(config("CORS_ORIGINS", default=""))
-            or DEFAULT_CORS_ORIGINS,
-            model_cache_size=config("MODEL_CACHE_SIZE", cast=int, default=MODEL_CACHE_SIZE),
-            retrain_pause_s=config("RETRAIN_PAUSE_S", cast=int, default=RETRAIN_MIN_INTERVAL_S),
-            population_retrain_pause_s=config(
-                "POPULATION_RETRAIN_PAUSE_S", cast=int, default=POPULATION_RETRAIN_MIN_INTERVAL_S
-            ),
-            rate_limits={
-                name: config(
-                    f"RATE_LIMIT_{name.upper()}",
-                    cast=RateLimit.parse,
-                    default=f"{default.limit}/{default.window_s}",
+        defaults, values = cls(), {}
+        for field in dataclasses.fields(cls):
+            default = getattr(defaults, field.name)
+            if field.name == "rate_limits":
+                values[field.name] = {
+                    name: config(
+                        f"RATE_LIMIT_{name.upper()}",
+                        cast=RateLimit.parse,
+                        default=f"{rule.limit}/{rule.window_s}",
+                    )
+                    for name, rule in default.items()
+                }
+            elif isinstance(default, tuple):
+                values[field.name] = (
+                    _comma_separated(config(field.name.upper(), default="")) or default
                 )
-                for name, default in DEFAULT_RATE_LIMITS.items()
-            },
-        )
+            else:
+                values[field.name] = config(field.name.upper(), cast=type(default), default=default)
+        return cls(**values)
 
     @property
     def uses_development_secret(self) -> bool:
@@ -374,6 +385,7 @@ user_models = sa.Table(
     sa.Column("sklearn_version", sa.String(32), nullable=False),
     sa.Column("model_blob", sa.LargeBinary),
     _timestamp_column("trained_at"),
+    sa.Column("model_format", sa.Integer, nullable=False, server_default="1"),
     sa.Index("ix_user_models_user_version", "user_id", "version", unique=True),
 )
 
@@ -431,8 +443,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at TIMESTAMP NOT NULL
 )"""
 
-# Both drivers' ways of saying "that row already exists".
-UNIQUE_VIOLATIONS = (sqlite3.IntegrityError, asyncpg.exceptions.UniqueViolationError)
+# How both drivers' "that row already exists" reaches us.
+UNIQUE_VIOLATIONS = sa.exc.IntegrityError
 
 
 def utc_now() -> dt.datetime:
@@ -469,285 +481,382 @@ class APIResponse(JSONResponse):
         ).encode("utf-8")
 
 
-def as_dict(record: Any) -> dict[str, Any]:
-    """A `databases` record as a plain dict (its `_mapping` differs between backends)."""
-    return {key: record[key] for key in record.keys()}
+# ── Database: SQLAlchemy's engines behind one small facade ──────────────────────────────
 
 
-# ── Database: `databases` with a real connection pool for SQLite ────────────────────────
+class DatabaseUnavailable(Exception):
+    """The database did not answer within its timeout, or cannot serve now (down, frozen,
+    locked by another program, read-only, out of disk). Clients get 503 with Retry-After."""
+
+
+def masked_url(url: str) -> str:
+    """The database URL as it may be logged: any password replaced by ***."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an unreadable DATABASE_URL)"
+
+
+def driver_url(url: str) -> sa.URL:
+    """`sqlite:///file` or `postgresql://…` (`postgres://` too) as the async driver's URL."""
+    parsed = sa.make_url(url)
+    backend = parsed.drivername.partition("+")[0]
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise sa.exc.ArgumentError("PlanHer keeps its data in a file: sqlite:///planher.db")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise sa.exc.ArgumentError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot serve now, rather than that a statement
+    broke a rule (a duplicate: the caller's 409) or is wrong (a bug: 500)."""
+    if isinstance(error, TimeoutError | OSError | sa.exc.TimeoutError):
+        return True
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, sa.exc.InterfaceError):
+        return True
+    sqlite_error = getattr(error.orig, "sqlite_errorname", None)
+    if sqlite_error is not None:
+        return sqlite_error.startswith(SQLITE_UNAVAILABLE_ERRORS)
+    return (getattr(error.orig, "sqlstate", None) or "").startswith(POSTGRES_UNAVAILABLE_STATES)
+
+
+def failure_kind(error: BaseException) -> str:
+    """A failure's class and the first line of its message, without statement or values."""
+    cause = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+    message = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
+
+
+class FailureLog:
+    """One log line per kind of failure per FAILURE_LOG_INTERVAL_S: an outage must not
+    fill the log with a traceback per request."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._last_logged: dict[str, float] = {}
+
+    def record(self, error: BaseException) -> None:
+        kind, now = failure_kind(error), time.monotonic()
+        if now - self._last_logged.get(kind, -math.inf) >= FAILURE_LOG_INTERVAL_S:
+            self._last_logged[kind] = now
+            logger.error("database %s unavailable: %s", self.database, kind)
 
 
 class WriterTurn:
-    """One SQLite writer at a time, queued without polling. SQLite lets one connection
-    write, and one that waits for the lock polls with sleeps of up to 100 ms, so under
-    load writers starve. Here writers of a process queue on an asyncio lock, and the
-    processes on an exclusive flock of a file beside the database, which the kernel hands
-    to the next waiter the moment it is free."""
+    """One SQLite writer at a time, queued without SQLite's busy handler, which polls with
+    sleeps of up to 100 ms so that under load writers starve. Writers of a process queue on
+    an asyncio lock; processes take turns on an exclusive flock of a file beside the
+    database, checked every WRITER_TURN_POLL_S. Waiting is cancellable, so a writer that
+    waits longer than the database timeout gives up cleanly."""
 
     def __init__(self, database_path: str) -> None:
         self._lock = asyncio.Lock()
-        self._path = f"{database_path}.writer-lock"
-        self._file: Any = None
-        self._holding = False
-
-    def open(self) -> None:
-        self._file = open(self._path, "a+b")  # noqa: SIM115 (held open while connected)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def _take_file_lock(self) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_EX)
-        self._holding = True
-
-    async def acquire(self) -> None:
-        await self._lock.acquire()
-        try:
-            try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._holding = True
-            except BlockingIOError:  # another process is writing: wait in a thread
-                await anyio.to_thread.run_sync(self._take_file_lock)
-        except BaseException:
-            self.release()
-            raise
-
-    def release(self) -> None:
-        if self._holding:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._holding = False
-        self._lock.release()
+        self._file = open(f"{database_path}.writer-lock", "a+b")  # noqa: SIM115 (held open)
 
     async def __aenter__(self) -> None:
-        await self.acquire()
+        await self._lock.acquire()
+        try:
+            while True:
+                try:
+                    fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:  # another process is writing
+                    await asyncio.sleep(WRITER_TURN_POLL_S)
+        except BaseException:
+            self._lock.release()
+            raise
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        self.release()
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._lock.release()
+
+    def close(self) -> None:
+        self._file.close()
 
 
-class SQLiteConnectionPool:
-    """A fixed set of aiosqlite connections, each configured once with SQLITE_PRAGMAS.
+def _configure_sqlite(busy_timeout_ms: int, *pragmas: str) -> Callable[[Any, Any], None]:
+    """A `connect` event listener: SQLITE_PRAGMAS on each new connection, and the driver's
+    own transaction handling off, so that ours (`BEGIN IMMEDIATE`) is the only one."""
 
-    `databases`' own SQLite backend opens a new connection (and thread) per query, so
-    per-connection PRAGMAs such as foreign_keys are lost and every query pays the set-up.
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (*SQLITE_PRAGMAS, f"PRAGMA busy_timeout = {busy_timeout_ms}", *pragmas):
+            cursor.execute(pragma)
+        cursor.close()
+
+    return on_connect
+
+
+def _begin_immediately(connection: sa.Connection) -> None:
+    """A `begin` event listener: SQLite transactions take the write lock when they begin,
+    so two read-then-write transactions queue instead of deadlocking at their first write.
+    Autocommit connections (reads outside a transaction) begin nothing."""
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+Query = sa.Executable | str  # a Core statement, or plain SQL without parameters
+
+
+def background_task(coroutine: Awaitable[Any]) -> asyncio.Task:
+    """Run `coroutine` as a task of its own, outside the caller's context: in particular
+    outside any transaction the caller has open. Keep a reference to it."""
+    return asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+
+
+class Database:
+    """The database as handlers use it: `fetch_all`, `fetch_one`, `fetch_val`, `execute`,
+    and `transaction()`, whose block runs every call of the same task on one connection.
+
+    Underneath are SQLAlchemy's own async engines (aiosqlite, asyncpg). Each call is
+    bounded by the timeout; a failed call gives its connection back, a call that timed out
+    or lost its server discards it, and either way the client gets DatabaseUnavailable
+    (503). On SQLite, writes take turns (WriterTurn, BEGIN IMMEDIATE) and Core SELECTs
+    outside a transaction run inline on the event loop, on a read-only connection of a
+    synchronous engine: in WAL mode a read never waits for a writer, and an indexed read
+    takes less time than the hop to a driver thread and back. Reads of many rows use
+    `fetch_large`, which streams them in chunks and hands the event loop back in between.
     """
 
-    def __init__(self, path: str, size: int) -> None:
-        self.path = path
-        self.size = size
-        self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
-        self._connections: list[aiosqlite.Connection] = []
-        self.reader: sqlite3.Connection | None = None
-        self.write_lock = WriterTurn(path)
-        self.compiled_statements: dict[Any, tuple] = {}
-
-    async def open(self) -> None:
-        self._idle = asyncio.Queue()
-        for _ in range(self.size):
-            connection = await aiosqlite.connect(self.path, isolation_level=None)
-            for pragma in SQLITE_PRAGMAS:
-                await connection.execute(pragma)
-            self._connections.append(connection)
-            self._idle.put_nowait(connection)
-        self.write_lock.open()
-        self.reader = sqlite3.connect(self.path, isolation_level=None)
-        self.reader.execute("PRAGMA query_only = ON")  # it must never hold the write lock
-
-    async def close(self) -> None:
-        self._idle = None
-        for connection in self._connections:
-            await connection.close()
-        self._connections.clear()
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-        self.write_lock.close()
-
-    async def acquire(self) -> aiosqlite.Connection:
-        if self._idle is None:
-            raise ConnectionError("the SQLite connection pool is closed")
-        return await self._idle.get()
-
-    async def release(self, connection: aiosqlite.Connection) -> None:
-        if self._idle is None:
-            return
-        # A task cancelled mid-transaction must not hand its open transaction to the next.
-        if connection.in_transaction:
-            await connection.rollback()
-        self._idle.put_nowait(connection)
-
-
-class ImmediateSQLiteTransaction(SQLiteTransaction):
-    """Starts write transactions with the write lock (`BEGIN IMMEDIATE`), so a concurrent
-    writer waits for busy_timeout instead of failing with "database is locked" at commit."""
-
-    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
-        if not is_root:
-            return await super().start(is_root, extra_options)
-        self._is_root = True
-        assert self._connection._connection is not None, "Connection is not acquired"
-        await self._connection._pool.write_lock.acquire()
-        try:
-            await self._connection._connection.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._connection._pool.write_lock.release()
-            raise
-        self._connection.in_transaction = True
-
-    async def commit(self) -> None:
-        try:
-            await super().commit()
-        finally:
-            self._end()
-
-    async def rollback(self) -> None:
-        try:
-            await super().rollback()
-        finally:
-            self._end()
-
-    def _end(self) -> None:
-        if self._is_root:
-            self._connection.in_transaction = False
-            self._connection._pool.write_lock.release()
-
-
-class PooledSQLiteConnection(SQLiteConnection):
-    """Core SELECTs outside a transaction run inline, on the event loop, on one read-only
-    connection: in WAL mode a read never waits for a writer, and an indexed read takes
-    tens of microseconds, less than the hop to an aiosqlite thread and back. Everything
-    else (writes, and reads inside a transaction) goes through the pooled connection."""
-
-    def __init__(self, pool: SQLiteConnectionPool, dialect: Any) -> None:
-        super().__init__(pool, dialect)
-        self.in_transaction = False
-
-    def transaction(self) -> ImmediateSQLiteTransaction:
-        return ImmediateSQLiteTransaction(self)
-
-    def _reads_inline(self, query: Any) -> bool:
-        return isinstance(query, sa.Select) and not self.in_transaction
-
-    def _writes_alone(self, query: Any) -> bool:
-        """A statement that may write, outside a transaction: it takes the write lock."""
-        if self.in_transaction or isinstance(query, sa.Select):
-            return False
-        return not (
-            isinstance(query, sa.TextClause) and query.text.lstrip().upper().startswith("SELECT")
+    def __init__(
+        self, url: str, timeout_s: float = DB_TIMEOUT_S, pool_size: int = DB_POOL_SIZE
+    ) -> None:
+        self.url, self.display_url = url, masked_url(url)
+        self.timeout_s, self.pool_size = timeout_s, pool_size
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self.engine: AsyncEngine | None = None
+        self._autocommit: AsyncEngine | None = None
+        self._reader: sa.Engine | None = None
+        self._writer_turn: WriterTurn | None = None
+        self._transaction_connection: contextvars.ContextVar[AsyncConnection | None] = (
+            contextvars.ContextVar(f"transaction of {self.display_url}", default=None)
         )
+        self._failures = FailureLog(self.display_url)
+        self._discarding: set[asyncio.Task] = set()
 
-    async def execute(self, query: Any) -> Any:
-        if not self._writes_alone(query):
-            return await super().execute(query)
-        async with self._pool.write_lock:
-            return await super().execute(query)
-
-    async def fetch_all(self, query: Any) -> list:
-        if self._writes_alone(query):
-            async with self._pool.write_lock:
-                return await super().fetch_all(query)
-        if not self._reads_inline(query):
-            return await super().fetch_all(query)
-        cursor, context = self._execute_inline(query)
-        return self._records(cursor, cursor.fetchall(), context)
-
-    async def fetch_one(self, query: Any) -> Any:
-        if self._writes_alone(query):
-            async with self._pool.write_lock:
-                return await super().fetch_one(query)
-        if not self._reads_inline(query):
-            return await super().fetch_one(query)
-        cursor, context = self._execute_inline(query)
-        row = cursor.fetchone()
-        cursor.close()
-        return None if row is None else self._records(cursor, [row], context)[0]
-
-    async def fetch_val(self, query: Any, column: Any = 0) -> Any:
-        if not self._reads_inline(query):
-            return await super().fetch_val(query, column)
-        row = await self.fetch_one(query)
-        return None if row is None else list(row.values())[column]
-
-    def _execute_inline(self, query: Any):
-        query_text, arguments, _, context = self._compile(query)
-        return self._pool.reader.execute(query_text, arguments), context
-
-    def _compile(self, query: Any) -> tuple:
-        """`databases` compiles every statement anew; a handler's statements differ only in
-        their values, so each shape is compiled once (keyed as SQLAlchemy's own engine
-        caches) and only its parameters are filled in per call."""
-        cache_key = None if isinstance(query, DDLElement) else query._generate_cache_key()
-        if cache_key is None:
-            return super()._compile(query)
-        compiled_statements = self._pool.compiled_statements
-        entry = compiled_statements.get(cache_key.key)
-        if entry is None:
-            compiled = query.compile(dialect=self._dialect, cache_key=cache_key)
-            context = self._dialect.execution_ctx_cls()
-            context.dialect = self._dialect
-            context.result_column_struct = (
-                compiled._result_columns,
-                compiled._ordered_columns,
-                compiled._textual_ordered_columns,
-                compiled._ad_hoc_textual,
-                compiled._loose_column_name_matching,
-            )
-            entry = (compiled, CompilationContext(context))
-            compiled_statements[cache_key.key] = entry
-            if len(compiled_statements) > COMPILED_STATEMENTS_CACHE_SIZE:
-                compiled_statements.pop(next(iter(compiled_statements)))
-        compiled, context = entry
-        parameters = compiled.construct_params(extracted_parameters=cache_key.bindparams)
-        processors = compiled._bind_processors
-        arguments = [
-            processors[name](parameters[name]) if name in processors else parameters[name]
-            for name in compiled.positiontup
-        ]
-        return compiled.string, arguments, compiled._result_columns, context
-
-    @staticmethod
-    def _records(cursor: sqlite3.Cursor, rows: list, context: Any) -> list[dict[str, Any]]:
-        """Rows as plain dicts, typed by SQLAlchemy's result processors (dates, booleans)."""
-        metadata = CursorResultMetaData(context, cursor.description)
-        names = [description[0] for description in cursor.description]
-        processors = metadata._processors or [None] * len(names)
-        return [
-            {
-                name: value if process is None else process(value)
-                for name, process, value in zip(names, processors, row, strict=True)
-            }
-            for row in rows
-        ]
-
-
-class PooledSQLiteBackend(SQLiteBackend):
-    def __init__(self, database_url: Any, **options: Any) -> None:
-        super().__init__(database_url, **options)
-        self._pool = SQLiteConnectionPool(self._database_url.database, SQLITE_POOL_SIZE)
+    # — connecting —
 
     async def connect(self) -> None:
-        await self._pool.open()
+        """Open the engines and check that the database answers (DatabaseUnavailable if
+        not; sa.exc.ArgumentError for a URL that names no database we serve)."""
+        url = driver_url(self.url)
+        options: dict[str, Any] = {
+            "pool_size": self.pool_size,
+            "max_overflow": 0,
+            "pool_timeout": self.timeout_s,
+            "hide_parameters": True,  # errors and logs never carry her data
+        }
+        if self.dialect == "postgresql":
+            options["connect_args"] = {"timeout": self.timeout_s}
+        self.engine = create_async_engine(url, **options)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        if self.dialect == "sqlite":
+            # SQLite itself gives up on a lock a little before our timeout: a clean error
+            # rather than an abandoned connection.
+            busy_timeout_ms = int(self.timeout_s * 900)
+            sa.event.listen(self.engine.sync_engine, "connect", _configure_sqlite(busy_timeout_ms))
+            sa.event.listen(self.engine.sync_engine, "begin", _begin_immediately)
+            self._reader = sa.create_engine(
+                url.set(drivername="sqlite"),
+                poolclass=sa.pool.StaticPool,  # one connection, only ever used on the loop
+                connect_args={"check_same_thread": False},
+                hide_parameters=True,
+            )
+            sa.event.listen(
+                self._reader,
+                "connect",
+                _configure_sqlite(SQLITE_READER_BUSY_TIMEOUT_MS, "PRAGMA query_only = ON"),
+            )
+        try:
+            async with self._connection(self.engine):  # fails here, not on the first request
+                pass
+            if self.dialect == "sqlite":
+                self._writer_turn = WriterTurn(url.database)
+                self._read_inline(sa.select(1), lambda result: result.scalar())
+        except BaseException:
+            await self.disconnect()
+            raise
 
     async def disconnect(self) -> None:
-        await self._pool.close()
-
-    def connection(self) -> PooledSQLiteConnection:
-        return PooledSQLiteConnection(self._pool, self._dialect)
-
-
-class Database(databases.Database):
-    """`databases.Database`, choosing PooledSQLiteBackend for `sqlite://` URLs."""
-
-    SUPPORTED_BACKENDS = {
-        **databases.Database.SUPPORTED_BACKENDS,
-        "sqlite": f"{__name__}:PooledSQLiteBackend",
-    }
+        if self._discarding:
+            await asyncio.wait(set(self._discarding), timeout=self.timeout_s)
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
+        if self._writer_turn is not None:
+            self._writer_turn.close()
+        self.engine = self._autocommit = self._reader = self._writer_turn = None
 
     @property
-    def dialect(self) -> str:
-        return "sqlite" if self.url.dialect == "sqlite" else "postgresql"
+    def connections_in_use(self) -> int:
+        """Pooled connections checked out now: 0 whenever no call is running."""
+        return 0 if self.engine is None else self.engine.pool.checkedout()
+
+    # — the calls handlers make —
+
+    async def fetch_all(self, query: Query) -> list[dict[str, Any]]:
+        return await self._run(query, lambda result: [dict(row._mapping) for row in result])
+
+    async def fetch_one(self, query: Query) -> dict[str, Any] | None:
+        def first(result: sa.CursorResult) -> dict[str, Any] | None:
+            row = result.first()
+            return None if row is None else dict(row._mapping)
+
+        return await self._run(query, first)
+
+    async def fetch_val(self, query: Query) -> Any:
+        return await self._run(query, lambda result: result.scalar())
+
+    async def execute(self, query: Query, rows: Sequence[Mapping] | None = None) -> None:
+        """Run a statement for its effect (once per row of `rows`, when given)."""
+        await self._run(query, lambda result: None, rows)
+
+    async def fetch_large(self, query: sa.Select) -> list[dict[str, Any]]:
+        """Every row of a read that may be large (training data, an export), fetched in
+        chunks of LARGE_READ_CHUNK_ROWS, each its own awaited call: the event loop serves
+        other requests in between, and each chunk is bounded by the timeout."""
+        rows: list[dict[str, Any]] = []
+        async with self._connection_for_reads() as connection:
+            result = await self._call(
+                connection.stream(query.execution_options(yield_per=LARGE_READ_CHUNK_ROWS))
+            )
+            while chunk := await self._call(result.fetchmany(LARGE_READ_CHUNK_ROWS)):
+                rows += [dict(row._mapping) for row in chunk]
+        return rows
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        """The block's calls (in this task) on one connection, committed together at its
+        end or, if it raises, not at all. A transaction inside another joins it."""
+        if self._transaction_connection.get() is not None:
+            yield
+            return
+        async with contextlib.AsyncExitStack() as stack:
+            if self._writer_turn is not None:
+                await self._call(stack.enter_async_context(self._writer_turn))
+            connection = await stack.enter_async_context(self._connection(self.engine))
+            token = self._transaction_connection.set(connection)
+            try:
+                await self._call(connection.begin())
+                yield
+            finally:
+                self._transaction_connection.reset(token)
+            try:
+                await self._call(connection.commit())
+            except Exception as error:
+                # A COMMIT that failed (a deferred constraint) may leave SQLite's transaction
+                # open, holding the write lock: this connection is never reused.
+                if not isinstance(error, DatabaseUnavailable):
+                    await self._call(connection.invalidate())
+                raise
+
+    # — how each call runs —
+
+    async def _run(self, query: Query, take: Callable, rows: Sequence[Mapping] | None = None):
+        statement = sa.text(query) if isinstance(query, str) else query
+        if self.engine is None:
+            raise self._unavailable(ConnectionError("the database is not connected"))
+        connection = self._transaction_connection.get()
+        if connection is not None:
+            return take(await self._call(connection.execute(statement, rows)))
+        if self.dialect == "sqlite" and isinstance(statement, sa.Select):
+            return self._read_inline(statement, take)
+        if self.dialect == "sqlite":  # a write takes its turn, in a transaction of its own
+            async with self.transaction():
+                return await self._run(statement, take, rows)
+        async with self._connection(self._autocommit) as connection:
+            return take(await self._call(connection.execute(statement, rows)))
+
+    def _read_inline(self, statement: sa.Select, take: Callable) -> Any:
+        try:
+            with self._reader.connect() as connection:
+                return take(connection.execute(statement))
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            raise self._unavailable(error) from error
+
+    @contextlib.asynccontextmanager
+    async def _connection_for_reads(self):
+        connection = self._transaction_connection.get()
+        if connection is not None:
+            yield connection
+            return
+        # Streaming needs a transaction on PostgreSQL (a server-side cursor lives in one);
+        # on SQLite an autocommit connection reads without taking the write lock.
+        async with self._connection(
+            self.engine if self.dialect == "postgresql" else self._autocommit
+        ) as connection:
+            if self.dialect == "postgresql":
+                await self._call(connection.begin())
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, engine: AsyncEngine):
+        """A pooled connection for the block, given back whatever happens. After a failure
+        it is rolled back; if the database is unavailable, or the rollback fails, it is
+        discarded instead, in the background, so the client's 503 does not wait for it."""
+        if engine is None:
+            raise self._unavailable(ConnectionError("the database is not connected"))
+        connection = await self._call(engine.connect())
+        try:
+            yield connection
+        except BaseException as error:
+            if is_unavailable(error) or isinstance(
+                error, DatabaseUnavailable | asyncio.CancelledError
+            ):
+                self._discard(connection)
+            else:
+                with contextlib.suppress(Exception):
+                    await self._give_back(connection)
+            raise
+        await self._give_back(connection)
+
+    async def _give_back(self, connection: AsyncConnection) -> None:
+        """Return a connection to the pool, rolling back what it began; if that fails,
+        discard it."""
+        try:
+            await self._call(connection.close())
+        except BaseException:
+            self._discard(connection)
+            raise
+
+    async def _call(self, operation: Awaitable[Any]) -> Any:
+        """Await one database operation within the timeout; DatabaseUnavailable if it does
+        not answer in time or the database cannot serve."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await operation
+        except Exception as error:
+            if isinstance(error, DatabaseUnavailable) or not is_unavailable(error):
+                raise
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: BaseException) -> DatabaseUnavailable:
+        self._failures.record(error)
+        if isinstance(error, TimeoutError):
+            return DatabaseUnavailable(f"The database did not answer within {self.timeout_s:g} s")
+        return DatabaseUnavailable("The database is unavailable")
+
+    def _discard(self, connection: AsyncConnection) -> None:
+        """Invalidate (close for good, never reuse) a connection whose state is unknown."""
+
+        async def discard() -> None:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+        task = background_task(discard())
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
 
 
 # ── Migrations ───────────────────────────────────────────────────────────────────────────
@@ -803,23 +912,23 @@ def sql_statements(script: str, dialect: str) -> list[str]:
     return [statement.strip() for statement in statements if statement.strip()]
 
 
-async def run_script(connection: databases.core.Connection, script: str, dialect: str) -> None:
-    for statement in sql_statements(script, dialect):
-        await connection.execute(statement)
+async def run_script(database: Database, script: str) -> None:
+    for statement in sql_statements(script, database.dialect):
+        await database.execute(statement)
 
 
-async def _lock_migrations(connection: databases.core.Connection, dialect: str) -> None:
+async def _lock_migrations(database: Database) -> None:
     """Serialize concurrent runners for the rest of the current transaction.
 
     SQLite needs nothing more: our transactions begin IMMEDIATE, holding the write lock.
     """
-    if dialect == "postgresql":
-        await connection.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+    if database.dialect == "postgresql":
+        await database.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
 
 
-async def _applied_migrations(connection: databases.core.Connection) -> dict[int, dict]:
-    rows = await connection.fetch_all(schema_migrations.select())
-    return {row["version"]: as_dict(row) for row in rows}
+async def _applied_migrations(database: Database) -> dict[int, dict]:
+    rows = await database.fetch_all(schema_migrations.select())
+    return {row["version"]: row for row in rows}
 
 
 def check_applied_migrations(files: list[Migration], applied: dict[int, dict]) -> None:
@@ -845,27 +954,26 @@ async def migrate(database: Database, directory: Path = MIGRATIONS_DIR) -> list[
     """
     files = discover_migrations(directory)
     newly_applied = []
-    async with database.connection() as connection:
-        async with connection.transaction():
-            await _lock_migrations(connection, database.dialect)
-            await connection.execute(SCHEMA_MIGRATIONS_DDL)
-            check_applied_migrations(files, await _applied_migrations(connection))
-        for migration in files:
-            async with connection.transaction():
-                await _lock_migrations(connection, database.dialect)
-                if migration.version in await _applied_migrations(connection):
-                    continue  # another instance applied it while we waited
-                await run_script(connection, migration.sql, database.dialect)
-                await connection.execute(
-                    schema_migrations.insert().values(
-                        version=migration.version,
-                        name=migration.name,
-                        checksum=migration.checksum,
-                        applied_at=utc_now(),
-                    )
+    async with database.transaction():
+        await _lock_migrations(database)
+        await database.execute(SCHEMA_MIGRATIONS_DDL)
+        check_applied_migrations(files, await _applied_migrations(database))
+    for migration in files:
+        async with database.transaction():
+            await _lock_migrations(database)
+            if migration.version in await _applied_migrations(database):
+                continue  # another instance applied it while we waited
+            await run_script(database, migration.sql)
+            await database.execute(
+                schema_migrations.insert().values(
+                    version=migration.version,
+                    name=migration.name,
+                    checksum=migration.checksum,
+                    applied_at=utc_now(),
                 )
-                newly_applied.append(migration.version)
-                logger.info("applied migration %04d_%s", migration.version, migration.name)
+            )
+            newly_applied.append(migration.version)
+            logger.info("applied migration %04d_%s", migration.version, migration.name)
     return newly_applied
 
 
@@ -1005,7 +1113,7 @@ class BearerTokenBackend(AuthenticationBackend):
         )
         if row is None:
             return AuthCredentials(), Anonymous("Token has been revoked")
-        account = as_dict(row)
+        account = dict(row)
         login_id = account.pop("login_id")
         return AuthCredentials(["authenticated", row["role"]]), AuthenticatedUser(account, login_id)
 
@@ -1461,7 +1569,12 @@ class AuditEventOut(BaseModel):
     ok: bool
 
 
-class HealthOut(BaseModel):
+class LivenessOut(BaseModel):
+    status: str
+    version: str
+
+
+class ReadinessOut(BaseModel):
     status: str
     database: str
     version: str
@@ -1935,8 +2048,12 @@ POPULATION_MAX_SAMPLES = 20_000  # the most recent labelled days of all users
 RETRAIN_AFTER_CHANGED_MOODS = 5
 POPULATION_RETRAIN_AFTER_CHANGED_MOODS = 25
 CV_MAX_FOLDS = 5
-TRAINING_CLAIM_TIMEOUT_S = 10 * 60  # a claim older than this belongs to a crashed trainer
+TRAINING_CLAIM_HEARTBEAT_S = 15  # a trainer renews its claim this often, so a claim…
+TRAINING_CLAIM_STALE_S = 45  # …not renewed for this long belongs to a process that died
 MODEL_SIGNATURE_SALT = "planher.energy-model"
+# The features a stored model was trained on. Bump it whenever energy_features changes:
+# a stored model of another format is retrained, never fed rows it does not expect.
+MODEL_FORMAT = 1
 MAX_ANSWERS_PER_MODEL = 5_000  # memoized feature rows (the population model sees many)
 # Small on purpose: a user has at most a few hundred labelled days, and every cached model
 # costs memory (see README for the measured sizes).
@@ -2261,6 +2378,12 @@ async def newest_model_row(database: Database, user_id: int | None, shipped_only
     )
 
 
+def loadable(row: Mapping[str, Any]) -> bool:
+    """Whether a stored model was saved by this scikit-learn for today's features; any
+    other is retrained rather than loaded."""
+    return row["sklearn_version"] == sklearn.__version__ and row["model_format"] == MODEL_FORMAT
+
+
 async def active_model(app: Starlette, user_id: int) -> EnergyModel:
     """Her personal model if one is shipped, else the population model, else the phase
     prior. One cheap query per level checks the shipped version, so a model retrained by
@@ -2271,8 +2394,8 @@ async def active_model(app: Starlette, user_id: int) -> EnergyModel:
         if row is None:
             continue
         subject = model_subject(owner)
-        if row["sklearn_version"] != sklearn.__version__:
-            app.state.trainer.schedule(owner)  # saved by another scikit-learn: retrain
+        if not loadable(row):
+            app.state.trainer.schedule(owner)
             continue
         model = cache.get(subject, row["version"])
         if model is None:
@@ -2327,23 +2450,23 @@ async def training_samples(database: Database, user_id: int | None):
         period_records.c.end_date,
     ]
     if user_id is not None:
-        moods = await database.fetch_all(
+        moods = await database.fetch_large(
             sa.select(*mood_columns).where(daily_moods.c.user_id == user_id)
         )
-        periods = await database.fetch_all(
+        periods = await database.fetch_large(
             sa.select(*period_columns).where(period_records.c.user_id == user_id)
         )
         profile = await fetch_profile(database, user_id)
         profiles = {} if profile is None else {user_id: profile}
     else:
-        moods = await database.fetch_all(
+        moods = await database.fetch_large(
             sa.select(*mood_columns)
             .order_by(daily_moods.c.date.desc())
             .limit(POPULATION_MAX_SAMPLES)
         )
-        periods = await database.fetch_all(sa.select(*period_columns))
+        periods = await database.fetch_large(sa.select(*period_columns))
         profiles = {
-            row["user_id"]: as_dict(row) for row in await database.fetch_all(user_profiles.select())
+            row["user_id"]: row for row in await database.fetch_large(user_profiles.select())
         }
     return await run_in_threadpool(labelled_samples, moods, periods, profiles)
 
@@ -2377,24 +2500,40 @@ CLAIM_TRAINING = (
 
 @contextlib.asynccontextmanager
 async def training_claim(database: Database, subject: str):
-    """Yields whether this process may train `subject` now: the claim is a database row,
-    so it holds across every app instance."""
+    """Yields whether this process may train `subject` now. The claim is a database row,
+    so it holds across every app instance; its holder renews it every
+    TRAINING_CLAIM_HEARTBEAT_S, so the claim of a process that died is taken over soon."""
     now = utc_now()
-    async with database.transaction():
-        claimed = await database.fetch_one(
-            sa.text(CLAIM_TRAINING).bindparams(
-                subject=subject,
-                now=now,
-                stale_before=now - dt.timedelta(seconds=TRAINING_CLAIM_TIMEOUT_S),
-            )
+    claimed = await database.fetch_one(
+        sa.text(CLAIM_TRAINING).bindparams(
+            subject=subject,
+            now=now,
+            stale_before=now - dt.timedelta(seconds=TRAINING_CLAIM_STALE_S),
         )
-    try:
-        yield claimed is not None
-    finally:
-        if claimed is not None:
+    )
+    if claimed is None:
+        yield False
+        return
+
+    async def renew_claim() -> None:
+        while True:
+            await asyncio.sleep(TRAINING_CLAIM_HEARTBEAT_S)
             await database.execute(
-                model_training_claims.delete().where(model_training_claims.c.subject == subject)
+                model_training_claims.update()
+                .where(model_training_claims.c.subject == subject)
+                .values(claimed_at=utc_now())
             )
+
+    heartbeat = background_task(renew_claim())
+    try:
+        yield True
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError, DatabaseUnavailable):
+            await heartbeat
+        await database.execute(
+            model_training_claims.delete().where(model_training_claims.c.subject == subject)
+        )
 
 
 class TrainingBusy(Exception):
@@ -2439,6 +2578,7 @@ async def train_and_store(
                     n_samples=result.n_samples,
                     candidates=json.dumps(result.candidates),
                     sklearn_version=sklearn.__version__,
+                    model_format=MODEL_FORMAT,
                     model_blob=blob,
                     trained_at=as_of,
                 )
@@ -2451,7 +2591,7 @@ async def train_and_store(
         result.model_type,
         result.shipped,
     )
-    return as_dict(row)
+    return row
 
 
 async def changed_moods_since(
@@ -2470,7 +2610,7 @@ async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = Fals
     across everyone (the population model), or when `force`d, and there is enough data."""
     database = app.state.database
     last = await newest_model_row(database, user_id, shipped_only=False)
-    if not force and last is not None and last["sklearn_version"] == sklearn.__version__:
+    if not force and last is not None and loadable(last):
         personal = user_id is not None
         every = RETRAIN_AFTER_CHANGED_MOODS if personal else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
         settings = app.state.settings
@@ -2506,7 +2646,7 @@ class Trainer:
         if user_id in self._running:
             self._asked_again.add(user_id)
             return
-        self._running[user_id] = asyncio.get_running_loop().create_task(self._retrain(user_id))
+        self._running[user_id] = background_task(self._retrain(user_id))
 
     async def _retrain(self, user_id: int | None) -> None:
         try:
@@ -2519,6 +2659,8 @@ class Trainer:
                     await retrain_if_due(self.app, None)
                 if user_id not in self._asked_again:
                     break
+        except DatabaseUnavailable:
+            pass  # the database logs its failures, once per kind; the next mood retries
         except Exception:
             logger.exception("background training of %s failed", model_subject(user_id))
         finally:
@@ -2815,14 +2957,14 @@ async def export_me(request: Request) -> Response:
     database, user_id = request.app.state.database, request.user.id
 
     async def owned(table: sa.Table, *order: Any) -> list:
-        return await database.fetch_all(
+        return await database.fetch_large(
             table.select().where(table.c.user_id == user_id).order_by(*order)
         )
 
     profile = await fetch_profile(database, user_id)
     periods = await owned(period_records, period_records.c.start_date.desc())
     moods = await owned(daily_moods, daily_moods.c.date.desc())
-    served = await database.fetch_all(
+    served = await database.fetch_large(
         sa.select(*HISTORY_COLUMNS)
         .select_from(HISTORY_SOURCE)
         .where(predictions.c.user_id == user_id)
@@ -2867,7 +3009,7 @@ def profile_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 async def fetch_profile(database: Database, user_id: int) -> dict[str, Any] | None:
     row = await database.fetch_one(user_profiles.select().where(user_profiles.c.user_id == user_id))
-    return None if row is None else as_dict(row)
+    return row
 
 
 @contextlib.asynccontextmanager
@@ -3418,27 +3560,23 @@ async def admin_audit(request: Request, query: ListQuery) -> Response:
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
 
 
-@endpoint(
-    "Liveness and database check",
-    ok=(200, HealthOut),
-    auth=None,
-    errors={503: "Database unreachable"},
-)
+@endpoint("Liveness: the process answers (no database call)", ok=(200, LivenessOut), auth=None)
 async def health(request: Request) -> Response:
-    try:
-        await request.app.state.database.fetch_val("SELECT 1")
-    except Exception:
-        logger.exception("health check: the database is unreachable")
-        return JSONResponse(
-            {
-                "detail": "The database is unreachable",
-                "status": "error",
-                "database": "unreachable",
-                "version": __version__,
-            },
-            status_code=503,
-        )
-    return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+    return APIResponse({"status": "ok", "version": __version__})
+
+
+@endpoint(
+    "Readiness: the database answers and a write could begin",
+    ok=(200, ReadinessOut),
+    auth=None,
+    errors={503: "The database is unavailable or too slow"},
+)
+async def health_ready(request: Request) -> Response:
+    async with request.app.state.database.transaction():
+        # A write that changes nothing: refused by a read-only database, and on SQLite it
+        # waits for the write lock, which another program may hold too long.
+        await request.app.state.database.execute(model_training_claims.delete().where(sa.false()))
+    return APIResponse({"status": "ok", "database": "ok", "version": __version__})
 
 
 def _schema_reference(annotation: Any, mode: str, components: dict[str, Any]) -> dict[str, Any]:
@@ -3648,6 +3786,57 @@ class StandardHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class DatabaseUnavailableMiddleware:
+    """503 with Retry-After for a request that needed the database while it could not
+    serve, wherever that was found (in a handler or in the authentication backend)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        response_started = False
+
+        async def send_watching(message: Message) -> None:
+            nonlocal response_started
+            response_started |= message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watching)
+        except DatabaseUnavailable as error:
+            if response_started:
+                raise
+            response = error_response(503, str(error), {"Retry-After": str(RETRY_AFTER_S)})
+            await response(scope, receive, send)
+
+
+class StartupFailed(Exception):
+    """The service cannot start; lifespan has logged the one line that says why."""
+
+
+class QuietStartupFailureMiddleware:
+    """Uvicorn prints the traceback that Starlette hands it with a failed start-up. For a
+    StartupFailed the line lifespan logged says it all, so the traceback is left out."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def send_quietly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                sys.exc_info()[1], StartupFailed
+            ):
+                message = {**message, "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, send_quietly)
+
+
 class BodySizeLimitMiddleware:
     """413 for bodies over MAX_BODY_BYTES: at once when Content-Length says so, else as soon
     as the streamed body passes the limit, without ever holding more of it."""
@@ -3717,6 +3906,7 @@ ROUTES = [
     resource("/admin/users", get=admin_users),
     resource("/admin/audit", get=admin_audit),
     resource("/health", get=health),
+    resource("/health/ready", get=health_ready),
     resource("/openapi.json", get=openapi_json),
     resource("/docs", get=docs),
 ]
@@ -3732,9 +3922,17 @@ async def lifespan(app: Starlette):
             "!" * 78,
             "!" * 78,
         )
-    await database.connect()
     try:
+        await database.connect()
         await migrate(database)
+    except BaseException as error:
+        await database.disconnect()
+        if not isinstance(error, DatabaseUnavailable | sa.exc.SQLAlchemyError | OSError):
+            raise
+        cause = failure_kind(error.__cause__ or error)
+        logger.critical("cannot start: the database %s: %s", database.display_url, cause)
+        raise StartupFailed(cause) from None
+    try:
         app.state.dummy_password_hash = await hash_password(
             secrets.token_urlsafe(16), settings.bcrypt_rounds
         )
@@ -3744,11 +3942,16 @@ async def lifespan(app: Starlette):
         await database.disconnect()
 
 
+def database_for(settings: Settings) -> Database:
+    return Database(settings.database_url, settings.db_timeout_s, settings.db_pool_size)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
     app = Starlette(
         routes=ROUTES,
         middleware=[
+            Middleware(QuietStartupFailureMiddleware),
             Middleware(StandardHeadersMiddleware),
             Middleware(
                 CORSMiddleware,
@@ -3758,6 +3961,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 expose_headers=["X-Total-Count", "Retry-After"],
                 max_age=600,
             ),
+            Middleware(DatabaseUnavailableMiddleware),
             Middleware(BodySizeLimitMiddleware),
             Middleware(
                 AuthenticationMiddleware,
@@ -3776,7 +3980,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.router.redirect_slashes = False  # `/periods` and `/periods/` are both served as-is
     app.state.openapi = openapi_document(app.routes)
     app.state.settings = settings
-    app.state.database = Database(settings.database_url)
+    app.state.database = database_for(settings)
     app.state.tokens = TokenSigner(
         settings.secret_keys, settings.access_token_ttl_s, settings.refresh_token_ttl_s
     )
@@ -3795,7 +3999,7 @@ app = create_app()
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:
-    database = Database(settings.database_url)
+    database = database_for(settings)
     await database.connect()
     try:
         return await work(database)

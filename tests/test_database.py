@@ -2,11 +2,14 @@
 on SQLite and PostgreSQL."""
 
 import asyncio
+import collections
+import contextlib
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -136,14 +139,14 @@ async def describe(database: planher.Database) -> dict:
             column["is_nullable"] == "YES",
             column["pk"],
         )
-        schema["exact"].add(tuple(planher.as_dict(column).items()))
+        schema["exact"].add(tuple(column.items()))
     for index in await database.fetch_all(PG_INDEXES):
         schema["indexes"][index["table_name"], index["index_name"]] = (
             index["is_unique"],
             tuple(index["columns"].split(",")),
         )
     for key in await database.fetch_all(PG_FOREIGN_KEYS):
-        schema["foreign_keys"].add(tuple(planher.as_dict(key).values()))
+        schema["foreign_keys"].add(tuple(key.values()))
     for constraint in await database.fetch_all(PG_CONSTRAINTS):
         if constraint["table_name"] != "schema_migrations":
             schema["exact"].add((constraint["table_name"], constraint["definition"]))
@@ -186,10 +189,9 @@ async def schema_built_by(url: str, build: str) -> dict:
         if build == "migrations":
             await planher.migrate(database)
         else:
-            async with database.connection() as connection:
-                async with connection.transaction():
-                    script = (ROOT / "schema.sql").read_text(encoding="utf-8")
-                    await planher.run_script(connection, script, database.dialect)
+            async with database.transaction():
+                script = (ROOT / "schema.sql").read_text(encoding="utf-8")
+                await planher.run_script(database, script)
     finally:
         await database.disconnect()
     # Fresh connections: SQLite's PRAGMAs can answer from a connection's stale schema cache.
@@ -315,7 +317,7 @@ def test_a_new_migration_file_is_applied_in_one_transaction_with_its_row(
     (migrations_copy / "0900_broken.sql").write_text(
         "CREATE TABLE half_done (id INTEGER);\nTHIS IS NOT SQL;\n"
     )
-    with pytest.raises((sqlite3.Error, asyncpg.PostgresError)):
+    with pytest.raises(sa.exc.DBAPIError):
         migrate_from(empty_database_url, migrations_copy)
     (migrations_copy / "0900_broken.sql").write_text("CREATE TABLE half_done (id INTEGER);\n")
     assert migrate_from(empty_database_url, migrations_copy) == [900]
@@ -354,28 +356,20 @@ def test_the_migrate_command_applies_pending_migrations_then_reports_up_to_date(
 def test_every_pooled_sqlite_connection_has_the_pragmas(tmp_path):
     async def pragmas():
         database = await connected(f"sqlite:///{tmp_path / 'pool.db'}")
-        seen = []
+        names = ("foreign_keys", "journal_mode", "synchronous", "busy_timeout")
+
+        async def read_pragmas(_) -> tuple:
+            async with database.transaction():
+                await asyncio.sleep(0)  # let the other transactions take connections too
+                return tuple([await database.fetch_val(f"PRAGMA {name}") for name in names])
+
         try:
-            for _ in range(planher.SQLITE_POOL_SIZE + 1):
-                async with database.connection() as connection:
-                    seen.append(
-                        tuple(
-                            [
-                                await connection.fetch_val(f"PRAGMA {name}")
-                                for name in (
-                                    "foreign_keys",
-                                    "journal_mode",
-                                    "synchronous",
-                                    "busy_timeout",
-                                )
-                            ]
-                        )
-                    )
+            return await asyncio.gather(*map(read_pragmas, range(database.pool_size * 2)))
         finally:
             await database.disconnect()
-        return seen
 
-    assert set(asyncio.run(pragmas())) == {(1, "wal", 2, planher.SQLITE_BUSY_TIMEOUT_MS)}
+    busy_timeout_ms = int(planher.DB_TIMEOUT_S * 900)
+    assert set(asyncio.run(pragmas())) == {(1, "wal", 2, busy_timeout_ms)}
 
 
 def test_concurrent_sqlite_write_transactions_wait_instead_of_failing(tmp_path):
@@ -398,3 +392,184 @@ def test_concurrent_sqlite_write_transactions_wait_instead_of_failing(tmp_path):
             await database.disconnect()
 
     assert asyncio.run(writers()) == 40
+
+
+# ── failures: every one gives its connection back ──
+
+PARENT_AND_CHILD_TABLES = (
+    "CREATE TABLE parents (id INTEGER PRIMARY KEY)",
+    # Checked at COMMIT, so a child without its parent makes the COMMIT itself fail.
+    "CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER "
+    "REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)",
+)
+
+
+async def eventually_whole(database: planher.Database) -> int:
+    """Connections still checked out once the discarded ones are closed (within 5 s)."""
+    for _ in range(100):
+        if database.connections_in_use == 0:
+            break
+        await asyncio.sleep(0.05)
+    return database.connections_in_use
+
+
+async def refused(database: planher.Database, statements: list[str]) -> str:
+    """Run `statements` in one transaction, which must fail; its error's class name."""
+    try:
+        async with database.transaction():
+            for statement in statements:
+                await database.execute(statement)
+    except Exception as error:
+        return type(error).__name__
+    raise AssertionError(f"{statements} did not fail")
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held_elsewhere(url: str):
+    """SQLite: another program holds the write lock. PostgreSQL: every statement of the
+    service's transactions hits a server-side statement timeout instead."""
+    if url.startswith("sqlite"):
+        other = sqlite3.connect(sa.make_url(url).database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield ["INSERT INTO parents VALUES (1)"]
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    else:
+        yield ["SET LOCAL statement_timeout = '1ms'", "SELECT pg_sleep(0.05)"]
+
+
+def test_a_thousand_failed_transactions_leave_the_pool_whole(empty_database_url):
+    async def fail_a_thousand_times():
+        database = planher.Database(empty_database_url, timeout_s=0.02)
+        await database.connect()
+        try:
+            for statement in PARENT_AND_CHILD_TABLES:
+                await database.execute(statement)
+            errors = collections.Counter()
+            async with write_lock_held_elsewhere(empty_database_url) as blocked:
+                for _ in range(334):  # BEGIN (SQLite) or a statement (PostgreSQL) times out
+                    errors["lock or timeout: " + await refused(database, blocked)] += 1
+            for _ in range(333):  # a statement fails
+                errors[
+                    "statement: " + await refused(database, ["INSERT INTO nowhere VALUES (1)"])
+                ] += 1
+            for _ in range(333):  # the COMMIT fails
+                errors[
+                    "commit: " + await refused(database, ["INSERT INTO children VALUES (1, 42)"])
+                ] += 1
+            in_use = await eventually_whole(database)
+            started = time.monotonic()
+            async with database.transaction():
+                await database.execute("INSERT INTO parents VALUES (42)")
+                await database.execute("INSERT INTO children VALUES (1, 42)")
+            seconds = time.monotonic() - started
+            stored = await database.fetch_val("SELECT count(*) FROM children")
+            return errors, in_use, seconds, stored
+        finally:
+            await database.disconnect()
+
+    errors, in_use, seconds, stored = asyncio.run(fail_a_thousand_times())
+    assert sum(errors.values()) == 1000
+    assert errors["lock or timeout: DatabaseUnavailable"] == 334, errors
+    assert errors["commit: IntegrityError"] == 333, errors
+    assert in_use == 0
+    assert seconds < 1 and stored == 1
+
+
+def postgres_only(url: str) -> None:
+    if not url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL server's own failure")
+
+
+async def terminate_other_backends(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        return len(
+            await connection.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await connection.close()
+
+
+def test_backends_terminated_mid_transaction_cost_that_transaction_only(empty_database_url):
+    postgres_only(empty_database_url)
+
+    async def terminate_mid_transaction():
+        database = await connected(empty_database_url)
+        try:
+            await database.execute(PARENT_AND_CHILD_TABLES[0])
+            # Several pooled connections, all terminated below.
+            await asyncio.gather(*(database.fetch_val("SELECT pg_sleep(0.05)") for _ in range(4)))
+            with pytest.raises(planher.DatabaseUnavailable):
+                async with database.transaction():
+                    await database.execute("INSERT INTO parents VALUES (1)")
+                    assert await terminate_other_backends(empty_database_url) >= 1
+                    await database.execute("INSERT INTO parents VALUES (2)")
+            answers = [await database.fetch_val("SELECT count(*) FROM parents") for _ in range(8)]
+            return answers, await eventually_whole(database)
+        finally:
+            await database.disconnect()
+
+    answers, in_use = asyncio.run(terminate_mid_transaction())
+    assert answers == [0] * 8  # nothing of the broken transaction, every later call answers
+    assert in_use == 0
+
+
+def test_a_call_that_does_not_answer_in_time_is_abandoned_and_its_connection_discarded(
+    empty_database_url,
+):
+    postgres_only(empty_database_url)
+
+    async def too_slow():
+        database = planher.Database(empty_database_url, timeout_s=0.3)
+        await database.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(planher.DatabaseUnavailable, match="did not answer within"):
+                await database.fetch_val("SELECT pg_sleep(30)")
+            waited = time.monotonic() - started
+            return waited, await eventually_whole(database), await database.fetch_val("SELECT 1")
+        finally:
+            await database.disconnect()
+
+    waited, in_use, answer = asyncio.run(too_slow())
+    assert waited < 3  # abandoned at 0.3 s, not after the 30 s the statement wanted
+    assert in_use == 0 and answer == 1
+
+
+def test_a_read_only_sqlite_file_refuses_writes_with_503s_and_recovers(tmp_path):
+    path = tmp_path / "read-only.db"
+
+    async def read_only_for_a_while():
+        database = planher.Database(f"sqlite:///{path}", timeout_s=0.5)
+        await database.connect()
+        try:
+            await database.execute(PARENT_AND_CHILD_TABLES[0])
+            await database.execute("INSERT INTO parents VALUES (1)")
+            files = [str(path), f"{path}-wal"]  # never -shm: SQLite maps it into memory
+            if subprocess.run(["chattr", "+i", *files], capture_output=True).returncode:
+                pytest.skip("chattr +i (an immutable file) is not available here")
+            try:
+                failures = [
+                    await refused(database, [f"INSERT INTO parents VALUES ({n})"])
+                    for n in range(2, 20)
+                ]
+                read = await database.fetch_val(
+                    sa.select(sa.func.count()).select_from(sa.table("parents"))
+                )
+            finally:
+                subprocess.run(["chattr", "-i", *files], check=True)
+            in_use = await eventually_whole(database)
+            await database.execute("INSERT INTO parents VALUES (100)")
+            return failures, read, in_use, await database.fetch_val("SELECT count(*) FROM parents")
+        finally:
+            await database.disconnect()
+
+    failures, read, in_use, count = asyncio.run(read_only_for_a_while())
+    assert set(failures) == {"DatabaseUnavailable"}
+    assert read == 1 and in_use == 0 and count == 2

@@ -51,7 +51,7 @@ def model_rows(client, user_id: int | None) -> list[dict]:
         .where(condition)
         .order_by(planher.user_models.c.version),
     )
-    return [planher.as_dict(row) for row in rows]
+    return rows
 
 
 def account_with_personal_model(client, seed: int) -> tuple:

@@ -7,23 +7,34 @@ import planher
 from conftest import make_settings, run
 
 
-def test_health_reports_ok_with_the_version(client):
+def test_health_is_liveness_with_the_version(client):
     response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": planher.__version__}
+
+
+def test_ready_says_the_database_answers_and_can_write(client):
+    response = client.get("/health/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "version": planher.__version__}
 
 
-def test_health_is_503_while_the_database_is_unreachable(client):
+def test_ready_is_503_with_retry_after_while_liveness_stays_200(client, account):
     database = client.app.state.database
     run(client, database.disconnect)
     try:
-        response = client.get("/health")
+        ready = client.get("/health/ready")
+        alive = client.get("/health")
+        needs_database = client.get("/moods/", headers=account.headers)
     finally:
         run(client, database.connect)
-    assert response.status_code == 503
-    assert response.json()["detail"] == "The database is unreachable"
-    assert response.json()["database"] == "unreachable"
-    assert client.get("/health").status_code == 200
+    assert ready.status_code == 503
+    assert ready.headers["Retry-After"] == str(planher.RETRY_AFTER_S)
+    assert ready.json() == {"detail": "The database is unavailable"}
+    assert alive.status_code == 200
+    assert needs_database.status_code == 503  # from the authentication backend's query
+    assert needs_database.headers["Retry-After"] == str(planher.RETRY_AFTER_S)
+    assert client.get("/health/ready").status_code == 200
 
 
 def test_an_unknown_route_is_a_json_404(client):
