@@ -533,15 +533,15 @@ def failure_kind(error: BaseException) -> str:
 
 
 class FailureLog:
-    """One log line per kind of failure per FAILURE_LOG_INTERVAL_S: an outage must not
-    fill the log with a traceback per request."""
+    """One log line per kind of database failure per FAILURE_LOG_INTERVAL_S: an outage
+    must not fill the log with a traceback per request."""
 
     def __init__(self, database: str) -> None:
         self.database = database
         self._last_logged: dict[str, float] = {}
 
-    def record(self, error: BaseException) -> None:
-        kind, now = failure_kind(error), time.monotonic()
+    def record(self, error: DatabaseUnavailable) -> None:
+        kind, now = failure_kind(error.__cause__ or error), time.monotonic()
         if now - self._last_logged.get(kind, -math.inf) >= FAILURE_LOG_INTERVAL_S:
             self._last_logged[kind] = now
             logger.error("database %s unavailable: %s", self.database, kind)
@@ -637,7 +637,6 @@ class Database:
         self._transaction_connection: contextvars.ContextVar[AsyncConnection | None] = (
             contextvars.ContextVar(f"transaction of {self.display_url}", default=None)
         )
-        self._failures = FailureLog(self.display_url)
         self._discarding: set[asyncio.Task] = set()
 
     # — connecting —
@@ -693,6 +692,13 @@ class Database:
         if self._writer_turn is not None:
             self._writer_turn.close()
         self.engine = self._autocommit = self._reader = self._writer_turn = None
+
+    async def check_writable(self) -> None:
+        """DatabaseUnavailable unless a write could begin now. The probe is a write that
+        changes nothing: a read-only database refuses it, and on SQLite it waits for the
+        write lock, which another program may hold longer than the timeout."""
+        async with self.transaction():
+            await self.execute(schema_migrations.delete().where(sa.false()))
 
     @property
     def connections_in_use(self) -> int:
@@ -805,7 +811,10 @@ class Database:
         discarded instead, in the background, so the client's 503 does not wait for it."""
         if engine is None:
             raise self._unavailable(ConnectionError("the database is not connected"))
-        connection = await self._call(engine.connect())
+        try:
+            connection = await self._call(engine.connect())
+        except (sa.exc.DBAPIError, OSError) as error:  # whatever stops a connection opening
+            raise self._unavailable(error) from error
         try:
             yield connection
         except BaseException as error:
@@ -840,10 +849,15 @@ class Database:
             raise self._unavailable(error) from error
 
     def _unavailable(self, error: BaseException) -> DatabaseUnavailable:
-        self._failures.record(error)
+        """The 503's exception for `error`, which stays attached as its cause."""
         if isinstance(error, TimeoutError):
-            return DatabaseUnavailable(f"The database did not answer within {self.timeout_s:g} s")
-        return DatabaseUnavailable("The database is unavailable")
+            unavailable = DatabaseUnavailable(
+                f"The database did not answer within {self.timeout_s:g} s"
+            )
+        else:
+            unavailable = DatabaseUnavailable("The database is unavailable")
+        unavailable.__cause__ = error
+        return unavailable
 
     def _discard(self, connection: AsyncConnection) -> None:
         """Invalidate (close for good, never reuse) a connection whose state is unknown."""
@@ -2659,8 +2673,8 @@ class Trainer:
                     await retrain_if_due(self.app, None)
                 if user_id not in self._asked_again:
                     break
-        except DatabaseUnavailable:
-            pass  # the database logs its failures, once per kind; the next mood retries
+        except DatabaseUnavailable as error:
+            self.app.state.failure_log.record(error)  # the next change of a mood retries
         except Exception:
             logger.exception("background training of %s failed", model_subject(user_id))
         finally:
@@ -3572,10 +3586,7 @@ async def health(request: Request) -> Response:
     errors={503: "The database is unavailable or too slow"},
 )
 async def health_ready(request: Request) -> Response:
-    async with request.app.state.database.transaction():
-        # A write that changes nothing: refused by a read-only database, and on SQLite it
-        # waits for the write lock, which another program may hold too long.
-        await request.app.state.database.execute(model_training_claims.delete().where(sa.false()))
+    await request.app.state.database.check_writable()
     return APIResponse({"status": "ok", "database": "ok", "version": __version__})
 
 
@@ -3808,6 +3819,7 @@ class DatabaseUnavailableMiddleware:
         except DatabaseUnavailable as error:
             if response_started:
                 raise
+            scope["app"].state.failure_log.record(error)
             response = error_response(503, str(error), {"Retry-After": str(RETRY_AFTER_S)})
             await response(scope, receive, send)
 
@@ -3925,6 +3937,7 @@ async def lifespan(app: Starlette):
     try:
         await database.connect()
         await migrate(database)
+        await database.check_writable()
     except BaseException as error:
         await database.disconnect()
         if not isinstance(error, DatabaseUnavailable | sa.exc.SQLAlchemyError | OSError):
@@ -3981,6 +3994,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.openapi = openapi_document(app.routes)
     app.state.settings = settings
     app.state.database = database_for(settings)
+    app.state.failure_log = FailureLog(app.state.database.display_url)
     app.state.tokens = TokenSigner(
         settings.secret_keys, settings.access_token_ttl_s, settings.refresh_token_ttl_s
     )

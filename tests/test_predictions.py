@@ -228,6 +228,49 @@ def test_retrain_with_too_little_data_is_409_saying_how_many_more_days(client, a
     assert "Log 1 more day " in response.json()["detail"]
 
 
+def claim(client, subject: str, seconds_ago: float) -> None:
+    """A training claim on `subject`, last renewed `seconds_ago`, as a trainer leaves it."""
+    claimed_at = planher.utc_now() - planher.dt.timedelta(seconds=seconds_ago)
+    table = planher.model_training_claims
+    run(client, client.app.state.database.execute, table.delete())
+    run(
+        client,
+        client.app.state.database.execute,
+        table.insert().values(subject=subject, claimed_at=claimed_at),
+    )
+
+
+def test_a_training_claim_of_a_process_that_died_is_taken_over_within_a_minute(client):
+    account = create_account(client)
+    log_generated_history(client, account, days=30)
+    drain_training(client)
+    subject = planher.model_subject(account.user["id"])
+    claim(client, subject, seconds_ago=planher.TRAINING_CLAIM_STALE_S - 10)  # live holder
+    busy = client.post("/predictions/retrain", headers=account.headers)
+    claim(client, subject, seconds_ago=planher.TRAINING_CLAIM_STALE_S + 1)  # killed with -9
+    taken_over = client.post("/predictions/retrain", headers=account.headers)
+    assert busy.status_code == 409 and "being trained" in busy.json()["detail"]
+    assert taken_over.status_code == 200, taken_over.text
+    assert planher.TRAINING_CLAIM_STALE_S < 60
+
+
+def test_a_trainer_renews_its_claim_while_it_trains(client, monkeypatch):
+    monkeypatch.setattr(planher, "TRAINING_CLAIM_HEARTBEAT_S", 0.05)
+    database = client.app.state.database
+    claimed_at = planher.model_training_claims.c.claimed_at
+
+    async def hold_the_claim() -> tuple:
+        async with planher.training_claim(database, "population") as claimed:
+            first = await database.fetch_val(sa.select(claimed_at))
+            await planher.asyncio.sleep(0.3)
+            renewed = await database.fetch_val(sa.select(claimed_at))
+        return claimed, first, renewed, await database.fetch_val(sa.select(claimed_at))
+
+    claimed, first, renewed, after = run(client, hold_the_claim)
+    assert claimed and renewed > first
+    assert after is None  # given up at the end
+
+
 def test_sixty_generated_days_train_a_personal_model_well_above_the_baseline(client, capsys):
     gaps, accuracies, bayes_rates = [], [], []
     for seed in range(5):
