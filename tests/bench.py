@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -34,6 +35,7 @@ import time
 import tracemalloc
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -71,14 +73,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(app: str, environment: dict[str, str], workers: int = 1):
+def server(
+    app: str,
+    environment: dict[str, str],
+    workers: int = 1,
+    options: Sequence[str] = (),
+    python: str = sys.executable,
+    app_dir: Path | None = None,
+):
     port = free_port()
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "uvicorn",
             app,
+            *options,
             "--port",
             str(port),
             "--workers",
@@ -87,7 +97,7 @@ def server(app: str, environment: dict[str, str], workers: int = 1):
             "warning",
             "--no-access-log",
             "--app-dir",
-            str(ROOT / "tests") if app.startswith("bench:") else str(ROOT),
+            str(app_dir or (ROOT / "tests" if app.startswith("bench:") else ROOT)),
         ],
         env=environment,
         cwd=ROOT,
@@ -248,11 +258,17 @@ def seed(
     database_url: str, first_user: int, last_user: int, moods_per_user: int, password_hash: str
 ):
     users, periods, moods = seed_rows(first_user, last_user, moods_per_user, password_hash)
-    tables = [
-        ("users", USER_COLUMNS, users),
-        ("period_records", PERIOD_COLUMNS, periods),
-        ("daily_moods", MOOD_COLUMNS, moods),
-    ]
+    insert_rows(
+        database_url,
+        [
+            ("users", USER_COLUMNS, users),
+            ("period_records", PERIOD_COLUMNS, periods),
+            ("daily_moods", MOOD_COLUMNS, moods),
+        ],
+    )
+
+
+def insert_rows(database_url: str, tables: list[tuple[str, list[str], list[tuple]]]) -> None:
     if database_url.startswith("sqlite"):
         with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
             with db:
@@ -289,6 +305,227 @@ def migrate(database_url: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+# ── side by side with the peer (../shared/bench/peer_app.py) ──
+
+PEER_DIR = ROOT.parent / "shared" / "bench"
+PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", "/tmp/peer-venv/bin/python"))
+PEER_PACKAGES = [
+    "fastapi",
+    "sqlalchemy[asyncio]",
+    "aiosqlite",
+    "asyncpg",
+    "uvicorn",
+    "itsdangerous",
+]
+PEER_USERS, PEER_MOODS = 201, 100  # the peer's README: user 1 and 19 others with 100 moods
+
+
+def peer_python() -> str:
+    """The peer's own virtualenv, as its README makes it (created on first use)."""
+    if not PEER_PYTHON.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_PYTHON.parent.parent)], check=True)
+        subprocess.run([str(PEER_PYTHON), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    return str(PEER_PYTHON)
+
+
+def seed_peer_shape(database_url: str, password_hash: str) -> None:
+    """PlanHer seeded like the peer: PEER_USERS users; user 1 and 19 others with PEER_MOODS
+    daily moods and a period (no end logged) every 28 days."""
+    now, today = planher.utc_now(), planher.utc_today()
+    users, periods, moods = [], [], []
+    for user_id in range(1, PEER_USERS + 1):
+        users.append((user_id, f"u{user_id}@example.org", password_hash, None, "user", now, now))
+        for k in range(PEER_MOODS // 28 + 1):
+            start = today - dt.timedelta(days=28 * k + 3)
+            periods.append((user_id, start, None, None, now, now))
+        if user_id <= 20:
+            moods += [
+                (user_id, today - dt.timedelta(days=d), d % 3, None, None, now, now)
+                for d in range(PEER_MOODS)
+            ]
+    insert_rows(
+        database_url,
+        [
+            ("users", USER_COLUMNS, users),
+            ("period_records", PERIOD_COLUMNS, periods),
+            ("daily_moods", MOOD_COLUMNS, moods),
+        ],
+    )
+
+
+@contextlib.contextmanager
+def peer_database(workdir: Path, planher_url: str):
+    """The peer's own database on the same engine as PlanHer's, as its driver URL."""
+    if planher_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{workdir / 'peer.db'}"
+        return
+    with temporary_postgres_database(os.environ["DATABASE_URL"]) as url:
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def side_by_side(workdir: Path, url: str, environment: dict, seconds: int, connections: int):
+    """GET /auth/me and /moods/?limit=30 on PlanHer and on the peer, same data shape, load
+    and connections, interleaved over three rounds; medians of req/s."""
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    seed_peer_shape(url, password_hash)
+    python = peer_python()
+    with peer_database(workdir, url) as peer_url:
+        peer_environment = {**os.environ, "PEER_DATABASE_URL": peer_url}
+        seeded = subprocess.run(
+            [python, "peer_app.py", str(PEER_USERS), str(PEER_MOODS)],
+            cwd=PEER_DIR,
+            env=peer_environment,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peer_auth = {"Authorization": f"Bearer {seeded.stdout.strip().splitlines()[-1]}"}
+        results: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
+        paths = ("/auth/me", "/moods/?limit=30")
+        with (
+            server("planher:app", environment) as planher_base,
+            server("peer_app:app", peer_environment, python=python, app_dir=PEER_DIR) as peer_base,
+        ):
+            token = call(
+                "POST",
+                f"{planher_base}/auth/login",
+                {"email": "u1@example.org", "password": PASSWORD},
+            )["access_token"]
+            planher_auth = {"Authorization": f"Bearer {token}"}
+            for _ in range(3):
+                for path in paths:
+                    results["peer", path].append(
+                        wrk(f"{peer_base}{path}", seconds, connections, peer_auth)
+                    )
+                    results["planher", path].append(
+                        wrk(f"{planher_base}{path}", seconds, connections, planher_auth)
+                    )
+    return {key: median_result(runs) for key, runs in results.items()}
+
+
+def median_result(runs: list[dict]) -> dict:
+    middle = sorted(runs, key=lambda result: result["rps"])[len(runs) // 2]
+    return {**middle, "errors": sum(run["errors"] for run in runs)}
+
+
+# ── writes: POST /moods/ beside a bare loop of the same INSERTs ──
+
+POST_MOODS_DISTINCT_SCRIPT = """
+local tokens = {TOKENS}
+local threads = {}
+function setup(thread) thread:set("id", #threads); table.insert(threads, thread) end
+function init(args) n = 0 end
+function request()
+  n = n + 1
+  local token = tokens[(n + id) % #tokens + 1]
+  local day = os.date("!%Y-%m-%d", 1700000000 - (n * 2 + id) * 86400)
+  return wrk.format("POST", "/moods/", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. token}, '{"energy_level": 1, "date": "' .. day .. '"}')
+end
+"""
+
+
+def bare_insert_loop(url: str, seconds: float, first_user: int) -> float:
+    """Single-row INSERTs into daily_moods, each its own transaction, with PlanHer's
+    PRAGMAs (SQLite) or on one asyncpg connection: the database's own rate on this disk."""
+    now = planher.utc_now()
+    if url.startswith("sqlite"):
+        with contextlib.closing(
+            sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        ) as db:
+            for pragma in planher.SQLITE_PRAGMAS:
+                db.execute(pragma)
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                db.execute(
+                    "INSERT INTO daily_moods (user_id, date, energy_level, created_at, updated_at) "
+                    "VALUES (?, ?, 1, ?, ?)",
+                    (
+                        first_user,
+                        str(dt.date(1990, 1, 1) + dt.timedelta(days=count)),
+                        str(now),
+                        str(now),
+                    ),
+                )
+                count += 1
+            return count / (time.perf_counter() - started)
+
+    async def loop() -> float:
+        connection = await asyncpg.connect(url)
+        try:
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                await connection.execute(
+                    "INSERT INTO daily_moods (user_id, date, energy_level, created_at, updated_at) "
+                    "VALUES ($1, $2, 1, $3, $3)",
+                    first_user,
+                    dt.date(1990, 1, 1) + dt.timedelta(days=count),
+                    now,
+                )
+                count += 1
+            return count / (time.perf_counter() - started)
+        finally:
+            await connection.close()
+
+    return asyncio.run(loop())
+
+
+def writes(url: str, environment: dict, seconds: int, connections: int) -> tuple[dict, float]:
+    """POST /moods/ from `connections` connections, each request a distinct (user, date);
+    then the bare loop, on a user of its own."""
+    with server("planher:app", environment) as base:
+        tokens = [
+            call(
+                "POST", f"{base}/auth/login", {"email": f"u{k}@example.org", "password": PASSWORD}
+            )["access_token"]
+            for k in range(21, 21 + connections)
+        ]
+        script = POST_MOODS_DISTINCT_SCRIPT.replace(
+            "{TOKENS}", "{" + ", ".join(f'"{token}"' for token in tokens) + "}"
+        )
+        result = wrk(f"{base}/moods/", seconds, connections, script=script)
+    return result, bare_insert_loop(url, seconds, first_user=PEER_USERS)
+
+
+# ── the event loop while the population model trains ──
+
+
+def loop_lag_during_population_training(url: str, users: int, moods_per_user: int) -> dict:
+    """Seed `users` × `moods_per_user` moods, then train the population model inside the
+    app's lifespan while a probe task measures how late the event loop wakes it (every
+    millisecond). Returns the worst and 99th-percentile stalls in ms, and the time taken."""
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    seed(url, 1, users, moods_per_user, password_hash)
+    settings = planher.Settings(database_url=url, secret_keys=(SECRET,))
+
+    async def train(app) -> dict:
+        stalls: list[float] = []
+        done = asyncio.Event()
+
+        async def probe() -> None:
+            while not done.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                stalls.append((time.perf_counter() - started) * 1000 - 1)
+
+        prober = asyncio.create_task(probe())
+        started = time.perf_counter()
+        samples = await planher.training_samples(app.state.database, None)
+        await planher.train_and_store(app, None, samples, planher.utc_now())
+        took = time.perf_counter() - started
+        done.set()
+        await prober
+        stalls.sort()
+        return {
+            "worst_ms": stalls[-1],
+            "p99_ms": stalls[int(len(stalls) * 0.99)],
+            "seconds": took,
+            "samples": len(samples),
+        }
+
+    return asyncio.run(planher._with_app(settings, train))
 
 
 # ── measurements that need no server ──
@@ -334,9 +571,101 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--moods-per-user", type=int, default=100)
+    parser.add_argument(
+        "--part",
+        choices=["all", "endpoints", "data-layer"],
+        default="all",
+        help="endpoints: every hot endpoint at 1M moods; data-layer: beside the peer, "
+        "writes beside a bare INSERT loop, event-loop stalls, uvicorn[standard]",
+    )
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
+    if arguments.part in ("all", "data-layer"):
+        data_layer(arguments)
+    if arguments.part in ("all", "endpoints"):
+        endpoints(arguments)
+
+
+def bench_environment(url: str) -> dict[str, str]:
+    """The server's environment: this database, a fixed key, the abuse limits lifted."""
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEYS": SECRET,
+        **{f"RATE_LIMIT_{name.upper()}": "100000000/60" for name in planher.DEFAULT_RATE_LIMITS},
+    }
+
+
+def data_layer(arguments) -> None:
+    seconds, connections = max(5, arguments.duration // 2), arguments.connections
+    with tempfile.TemporaryDirectory(prefix="planher-bench-") as workdir:
+        with fresh_database(Path(workdir)) as url:
+            environment = bench_environment(url)
+            migrate(url)
+            with server("bench:ceiling_app", environment) as ceiling:
+                ceiling_rps = wrk(f"{ceiling}/ceiling", seconds, connections)["rps"]
+            side = side_by_side(Path(workdir), url, environment, seconds, connections)
+            posted, bare_rps = writes(url, environment, seconds, connections)
+            servers = {}
+            for name, options in (
+                ("uvicorn (asyncio, h11)", ["--loop", "asyncio", "--http", "h11"]),
+                (
+                    "uvicorn[standard] (uvloop, httptools)",
+                    ["--loop", "uvloop", "--http", "httptools"],
+                ),
+            ):
+                with server("planher:app", environment, options=options) as base:
+                    token = call(
+                        "POST",
+                        f"{base}/auth/login",
+                        {"email": "u1@example.org", "password": PASSWORD},
+                    )["access_token"]
+                    auth = {"Authorization": f"Bearer {token}"}
+                    servers[name] = [
+                        wrk(f"{base}{path}", seconds, connections, auth)
+                        for path in ("/auth/me", "/moods/?limit=30")
+                    ]
+        with fresh_database(Path(workdir)) as url:
+            migrate(url)
+            lag = loop_lag_during_population_training(url, 2_000, 100)
+    backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    print(
+        f"\nThe data layer: {backend}, 1 uvicorn worker, wrk -t2 -c{connections} -d{seconds}s, "
+        f"{os.cpu_count()} cores; bare Starlette ceiling {ceiling_rps:,.0f} req/s\n"
+    )
+    print(
+        "| endpoint | PlanHer req/s | peer req/s | PlanHer ÷ peer | PlanHer ÷ ceiling "
+        "| PlanHer p99 ms | peer p99 ms | errors (PlanHer, peer) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for path in ("/auth/me", "/moods/?limit=30"):
+        ours, peer = side["planher", path], side["peer", path]
+        print(
+            f"| GET {path} | {ours['rps']:,.0f} | {peer['rps']:,.0f} | "
+            f"{ours['rps'] / peer['rps']:.1f}× | {ours['rps'] / ceiling_rps:.3f} | "
+            f"{ours['p99_ms']:.1f} | {peer['p99_ms']:.1f} | {ours['errors']}, {peer['errors']} |"
+        )
+    print(
+        f"\n- POST /moods/ at {connections} connections, each request a distinct user and date: "
+        f"{posted['rps']:,.0f} req/s, p99 {posted['p99_ms']:.1f} ms, non-2xx {posted['errors']}, "
+        f"socket errors: {posted['socket_errors'] or 'none'}; a bare loop of the same INSERTs "
+        f"(one transaction each, same PRAGMAs): {bare_rps:,.0f}/s; "
+        f"ratio {posted['rps'] / bare_rps:.2f}"
+    )
+    for name, (me, moods) in servers.items():
+        print(
+            f"- {name}: GET /auth/me {me['rps']:,.0f} req/s (p99 {me['p99_ms']:.1f} ms), "
+            f"GET /moods/?limit=30 {moods['rps']:,.0f} req/s (p99 {moods['p99_ms']:.1f} ms)"
+        )
+    print(
+        f"- event loop while the population model trains on {2_000 * 100:,} moods "
+        f"({lag['samples']:,} samples, {lag['seconds']:.1f} s): "
+        f"worst stall {lag['worst_ms']:.1f} ms, p99 {lag['p99_ms']:.2f} ms"
+    )
+
+
+def endpoints(arguments) -> None:
     seconds, connections = arguments.duration, arguments.connections
     rows: list[tuple[str, dict]] = []
     notes: list[str] = []
@@ -345,14 +674,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="planher-bench-") as workdir,
         fresh_database(Path(workdir)) as url,
     ):
-        environment = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "SECRET_KEYS": SECRET,
-            **{
-                f"RATE_LIMIT_{name.upper()}": "100000000/60" for name in planher.DEFAULT_RATE_LIMITS
-            },
-        }
+        environment = bench_environment(url)
         migrate(url)
         password_hash = bcrypt.hashpw(
             PASSWORD.encode(), bcrypt.gensalt(planher.BCRYPT_ROUNDS)
