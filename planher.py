@@ -605,6 +605,20 @@ def _begin_immediately(connection: sa.Connection) -> None:
 Query = sa.Executable | str  # a Core statement, or plain SQL without parameters
 
 
+def _all_rows(result: sa.CursorResult) -> list[dict[str, Any]]:
+    names = list(result.keys())
+    return [dict(zip(names, row, strict=True)) for row in result.all()]
+
+
+def _first_row(result: sa.CursorResult) -> dict[str, Any] | None:
+    row = result.first()
+    return None if row is None else dict(row._mapping)
+
+
+def _nothing(result: sa.CursorResult) -> None:
+    return None
+
+
 def background_task(coroutine: Awaitable[Any]) -> asyncio.Task:
     """Run `coroutine` as a task of its own, outside the caller's context: in particular
     outside any transaction the caller has open. Keep a reference to it."""
@@ -632,7 +646,8 @@ class Database:
         self.timeout_s, self.pool_size = timeout_s, pool_size
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.engine: AsyncEngine | None = None
-        self._autocommit: AsyncEngine | None = None
+        self._autocommit: AsyncEngine | None = None  # PostgreSQL: statements on their own
+        self._large_reads: AsyncEngine | None = None
         self._reader: sa.Engine | None = None
         self._writer_turn: WriterTurn | None = None
         self._transaction_connection: contextvars.ContextVar[AsyncConnection | None] = (
@@ -653,15 +668,23 @@ class Database:
             "hide_parameters": True,  # errors and logs never carry her data
         }
         if self.dialect == "postgresql":
-            options["connect_args"] = {"timeout": self.timeout_s}
-        self.engine = create_async_engine(url, **options)
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        if self.dialect == "sqlite":
+            self.engine = create_async_engine(
+                url, connect_args={"timeout": self.timeout_s}, **options
+            )
+            # Single statements need no transaction: one round trip each, not three.
+            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._large_reads = self.engine  # a server-side cursor lives in a transaction
+        else:
             # SQLite itself gives up on a lock a little before our timeout: a clean error
             # rather than an abandoned connection.
-            busy_timeout_ms = int(self.timeout_s * 900)
-            sa.event.listen(self.engine.sync_engine, "connect", _configure_sqlite(busy_timeout_ms))
+            on_connect = _configure_sqlite(int(self.timeout_s * 900))
+            self.engine = create_async_engine(url, **options)
+            sa.event.listen(self.engine.sync_engine, "connect", on_connect)
             sa.event.listen(self.engine.sync_engine, "begin", _begin_immediately)
+            # Large reads have connections of their own, so they never keep a writer
+            # waiting for one, and read in autocommit mode, never taking the write lock.
+            self._large_reads = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
+            sa.event.listen(self._large_reads.sync_engine, "connect", on_connect)
             self._reader = sa.create_engine(
                 url.set(drivername="sqlite"),
                 poolclass=sa.pool.StaticPool,  # one connection, only ever used on the loop
@@ -686,13 +709,14 @@ class Database:
     async def disconnect(self) -> None:
         if self._discarding:
             await asyncio.wait(set(self._discarding), timeout=self.timeout_s)
-        if self.engine is not None:
-            await self.engine.dispose()
+        for engine in {self.engine, self._large_reads} - {None}:
+            await engine.dispose()
         if self._reader is not None:
             self._reader.dispose()
         if self._writer_turn is not None:
             self._writer_turn.close()
-        self.engine = self._autocommit = self._reader = self._writer_turn = None
+        self.engine = self._autocommit = self._large_reads = None
+        self._reader = self._writer_turn = None
 
     async def check_writable(self) -> None:
         """DatabaseUnavailable unless a write could begin now. The probe is a write that
@@ -704,26 +728,28 @@ class Database:
     @property
     def connections_in_use(self) -> int:
         """Pooled connections checked out now: 0 whenever no call is running."""
-        return 0 if self.engine is None else self.engine.pool.checkedout()
+        engines = {self.engine, self._large_reads} - {None}
+        return sum(engine.pool.checkedout() for engine in engines)
 
     # — the calls handlers make —
 
-    async def fetch_all(self, query: Query) -> list[dict[str, Any]]:
-        return await self._run(query, lambda result: [dict(row._mapping) for row in result])
+    # `values` fill a statement's bind parameters: a hot statement is built once, with
+    # sa.bindparam, rather than composed anew on every call.
 
-    async def fetch_one(self, query: Query) -> dict[str, Any] | None:
-        def first(result: sa.CursorResult) -> dict[str, Any] | None:
-            row = result.first()
-            return None if row is None else dict(row._mapping)
+    async def fetch_all(self, query: Query, values: Mapping | None = None) -> list[dict[str, Any]]:
+        return await self._run(query, _all_rows, values)
 
-        return await self._run(query, first)
+    async def fetch_one(self, query: Query, values: Mapping | None = None) -> dict[str, Any] | None:
+        return await self._run(query, _first_row, values)
 
-    async def fetch_val(self, query: Query) -> Any:
-        return await self._run(query, lambda result: result.scalar())
+    async def fetch_val(self, query: Query, values: Mapping | None = None) -> Any:
+        return await self._run(query, sa.CursorResult.scalar, values)
 
-    async def execute(self, query: Query, rows: Sequence[Mapping] | None = None) -> None:
-        """Run a statement for its effect (once per row of `rows`, when given)."""
-        await self._run(query, lambda result: None, rows)
+    async def execute(
+        self, query: Query, values: Mapping | Sequence[Mapping] | None = None
+    ) -> None:
+        """Run a statement for its effect (once per mapping, when `values` is a list)."""
+        await self._run(query, _nothing, values)
 
     async def fetch_large(self, query: sa.Select) -> list[dict[str, Any]]:
         """Every row of a read that may be large (training data, an export), fetched in
@@ -766,25 +792,25 @@ class Database:
 
     # — how each call runs —
 
-    async def _run(self, query: Query, take: Callable, rows: Sequence[Mapping] | None = None):
+    async def _run(self, query: Query, take: Callable, values: Any = None) -> Any:
         statement = sa.text(query) if isinstance(query, str) else query
         if self.engine is None:
             raise self._unavailable(ConnectionError("the database is not connected"))
         connection = self._transaction_connection.get()
         if connection is not None:
-            return take(await self._call(connection.execute(statement, rows)))
+            return take(await self._call(connection.execute(statement, values)))
         if self.dialect == "sqlite" and isinstance(statement, sa.Select):
-            return self._read_inline(statement, take)
+            return self._read_inline(statement, take, values)
         if self.dialect == "sqlite":  # a write takes its turn, in a transaction of its own
             async with self.transaction():
-                return await self._run(statement, take, rows)
+                return await self._run(statement, take, values)
         async with self._connection(self._autocommit) as connection:
-            return take(await self._call(connection.execute(statement, rows)))
+            return take(await self._call(connection.execute(statement, values)))
 
-    def _read_inline(self, statement: sa.Select, take: Callable) -> Any:
+    def _read_inline(self, statement: sa.Select, take: Callable, values: Any = None) -> Any:
         try:
             with self._reader.connect() as connection:
-                return take(connection.execute(statement))
+                return take(connection.execute(statement, values))
         except Exception as error:
             if not is_unavailable(error):
                 raise
@@ -796,11 +822,7 @@ class Database:
         if connection is not None:
             yield connection
             return
-        # Streaming needs a transaction on PostgreSQL (a server-side cursor lives in one);
-        # on SQLite an autocommit connection reads without taking the write lock.
-        async with self._connection(
-            self.engine if self.dialect == "postgresql" else self._autocommit
-        ) as connection:
+        async with self._connection(self._large_reads) as connection:
             if self.dialect == "postgresql":
                 await self._call(connection.begin())
             yield connection
@@ -898,19 +920,19 @@ async def revoke_logins(database: Database, condition: Any, reason: str) -> None
     )
 
 
+PROFILE_OF = user_profiles.select().where(user_profiles.c.user_id == sa.bindparam("user_id"))
+PERIOD_SPANS_OF = sa.select(period_records.c.start_date, period_records.c.end_date).where(
+    period_records.c.user_id == sa.bindparam("user_id")
+)
+
+
 async def fetch_profile(database: Database, user_id: int) -> dict[str, Any] | None:
-    return await database.fetch_one(
-        user_profiles.select().where(user_profiles.c.user_id == user_id)
-    )
+    return await database.fetch_one(PROFILE_OF, {"user_id": user_id})
 
 
 async def fetch_periods(database: Database, user_id: int) -> list[dict[str, Any]]:
     """Her periods' start and end dates: what places her days in their cycles."""
-    return await database.fetch_all(
-        sa.select(period_records.c.start_date, period_records.c.end_date).where(
-            period_records.c.user_id == user_id
-        )
-    )
+    return await database.fetch_all(PERIOD_SPANS_OF, {"user_id": user_id})
 
 
 @contextlib.asynccontextmanager
@@ -936,37 +958,79 @@ async def fetch_owned(database: Database, table: sa.Table, row_id: int, user_id:
     return row
 
 
+@dataclasses.dataclass(eq=False)
+class Listing:
+    """What a list endpoint pages through: rows of `table`, newest first by `date_column`,
+    selecting `columns` from `source` (a join) when given; `owned` lists are one user's."""
+
+    table: sa.Table
+    date_column: sa.Column
+    owned: bool = True
+    columns: Sequence[Any] | None = None
+    source: Any = None
+
+    @functools.cache  # noqa: B019 (a few module-level listings, kept for the process)
+    def statements(self, from_given: bool, to_given: bool) -> tuple[sa.Select, sa.Select]:
+        """The count and the page, built once per filter shape, values bound per call."""
+        condition = sa.true()
+        if self.owned:
+            condition &= self.table.c.user_id == sa.bindparam("owner_id")
+        if from_given:
+            condition &= self.date_column >= sa.bindparam("first_day")
+        if to_given:
+            condition &= self.date_column <= sa.bindparam("last_day")
+        count = sa.select(sa.func.count()).select_from(self.table).where(condition)
+        page = (
+            sa.select(*(self.columns or self.table.c))
+            .select_from(self.table if self.source is None else self.source)
+            .where(condition)
+            .order_by(self.date_column.desc(), self.table.c.id.desc())
+            .limit(sa.bindparam("limit"))
+            .offset(sa.bindparam("offset"))
+        )
+        return count, page
+
+
 async def list_page(
-    database: Database,
-    page: ListQuery,
-    table: sa.Table,
-    date_column: sa.Column,
-    owner_id: int | None,
-    columns: Sequence[Any] | None = None,
-    source: Any = None,
+    database: Database, listing: Listing, page: ListQuery, owner_id: int | None = None
 ) -> tuple[list, int]:
-    """One `page` of the rows of `table` that `owner_id` owns (every row when None, for
-    admins), selecting `columns` from `source` (a join) when given, newest first, with the
-    total count for X-Total-Count. `from`/`to` are whole days, also on a timestamp column."""
-    condition = sa.true() if owner_id is None else table.c.user_id == owner_id
+    """One `page` of `listing` (of `owner_id`'s rows if it is owned), with the total count
+    for X-Total-Count. `from`/`to` are whole days, also on a timestamp column."""
     first_day, last_day = page.from_date, page.to_date
-    if isinstance(date_column.type, sa.DateTime):
+    if isinstance(listing.date_column.type, sa.DateTime):
         first_day = first_day and dt.datetime.combine(first_day, dt.time())
         last_day = last_day and dt.datetime.combine(last_day, dt.time.max)
-    if first_day is not None:
-        condition &= date_column >= first_day
-    if last_day is not None:
-        condition &= date_column <= last_day
-    total = await database.fetch_val(sa.select(sa.func.count()).select_from(table).where(condition))
-    rows = await database.fetch_all(
-        sa.select(*(columns or table.c))
-        .select_from(table if source is None else source)
-        .where(condition)
-        .order_by(date_column.desc(), table.c.id.desc())
-        .limit(page.limit)
-        .offset(page.offset)
+    count, rows = listing.statements(first_day is not None, last_day is not None)
+    values = {"owner_id": owner_id, "first_day": first_day, "last_day": last_day}
+    total = await database.fetch_val(count, values)
+    return await database.fetch_all(
+        rows, {**values, "limit": page.limit, "offset": page.offset}
+    ), total
+
+
+ACCOUNT_COLUMNS = [column for column in users.c if column.name != "password_hash"]
+# Every authenticated request runs this: built once, its values bound per call.
+LIVE_LOGIN_ACCOUNT = (
+    sa.select(*ACCOUNT_COLUMNS, logins.c.id.label("login_id"))
+    .select_from(logins.join(users, users.c.id == logins.c.user_id))
+    .where(
+        logins.c.login_key == sa.bindparam("login_key"),
+        logins.c.user_id == sa.bindparam("user_id"),
+        logins.c.revoked_at.is_(None),
     )
-    return rows, total
+)
+HISTORY_SOURCE = predictions.outerjoin(
+    daily_moods,
+    sa.and_(
+        daily_moods.c.user_id == predictions.c.user_id, daily_moods.c.date == predictions.c.date
+    ),
+)
+HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
+PERIODS = Listing(period_records, period_records.c.start_date)
+MOODS = Listing(daily_moods, daily_moods.c.date)
+PREDICTION_HISTORY = Listing(predictions, predictions.c.date, True, HISTORY_COLUMNS, HISTORY_SOURCE)
+ACCOUNTS = Listing(users, users.c.created_at, owned=False, columns=ACCOUNT_COLUMNS)
+AUDIT_EVENTS = Listing(audit_events, audit_events.c.at, owned=False)
 
 
 async def mood_on(database: Database, user_id: int, date: dt.date) -> Any:
@@ -1229,9 +1293,6 @@ class Anonymous(UnauthenticatedUser):
         self.reason = reason
 
 
-ACCOUNT_COLUMNS = [column for column in users.c if column.name != "password_hash"]
-
-
 class BearerTokenBackend(AuthenticationBackend):
     """Resolves `Authorization: Bearer <access token>` to the user, checking in the database
     that the token's login is still live (logout and password changes revoke logins).
@@ -1252,13 +1313,7 @@ class BearerTokenBackend(AuthenticationBackend):
         except InvalidToken as error:
             return AuthCredentials(), Anonymous(str(error))
         row = await connection.app.state.database.fetch_one(
-            sa.select(*ACCOUNT_COLUMNS, logins.c.id.label("login_id"))
-            .select_from(logins.join(users, users.c.id == logins.c.user_id))
-            .where(
-                logins.c.login_key == payload["lid"],
-                logins.c.user_id == payload["uid"],
-                logins.c.revoked_at.is_(None),
-            )
+            LIVE_LOGIN_ACCOUNT, {"login_key": payload["lid"], "user_id": payload["uid"]}
         )
         if row is None:
             return AuthCredentials(), Anonymous("Token has been revoked")
@@ -2666,6 +2721,12 @@ async def training_claim(database: Database, subject: str):
         )
 
 
+def train_on_samples(samples: list, with_profile: bool) -> TrainingResult:
+    """Features, then training: CPU work for a worker thread (thousands of rows)."""
+    features = [energy_features(cycle, profile, with_profile) for cycle, profile, _ in samples]
+    return train_energy_model(features, [level for _, _, level in samples])
+
+
 class TrainingBusy(Exception):
     """Another request or instance is training this model right now."""
 
@@ -2679,10 +2740,7 @@ async def train_and_store(
     async with training_claim(database, model_subject(user_id)) as claimed:
         if not claimed:
             raise TrainingBusy()
-        with_profile = user_id is None
-        features = [energy_features(cycle, profile, with_profile) for cycle, profile, _ in samples]
-        levels = [level for _, _, level in samples]
-        result = await run_in_threadpool(train_energy_model, features, levels)
+        result = await run_in_threadpool(train_on_samples, samples, user_id is None)
         blob = None
         if result.shipped:
             blob = await run_in_threadpool(
@@ -2727,10 +2785,10 @@ async def train_and_store(
 async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = False) -> None:
     """Retrain when enough moods changed since the last training (her own model), or
     across everyone (the population model), or when `force`d, and there is enough data."""
-    database = app.state.database
+    database, personal = app.state.database, user_id is not None
+    minimum = PERSONAL_MIN_DAYS if personal else POPULATION_MIN_DAYS
     last = await newest_model_row(database, user_id, shipped_only=False)
     if not force and last is not None and loadable(last):
-        personal = user_id is not None
         every = RETRAIN_AFTER_CHANGED_MOODS if personal else POPULATION_RETRAIN_AFTER_CHANGED_MOODS
         settings = app.state.settings
         pause_s = settings.retrain_pause_s if personal else settings.population_retrain_pause_s
@@ -2738,9 +2796,10 @@ async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = Fals
             return
         if await changed_moods_since(database, user_id, last["trained_at"]) < every:
             return
+    elif not force and await changed_moods_since(database, user_id, None) < minimum:
+        return  # too few days to train on: no need to read them
     as_of = utc_now()
     samples = await training_samples(database, user_id)
-    minimum = PERSONAL_MIN_DAYS if user_id is not None else POPULATION_MIN_DAYS
     if days_missing_for_a_model([level for *_, level in samples], minimum) == 0:
         with contextlib.suppress(TrainingBusy):
             await train_and_store(app, user_id, samples, as_of)
@@ -2775,7 +2834,7 @@ class Trainer:
                 self._forced.discard(user_id)
                 await retrain_if_due(self.app, user_id, force)
                 if user_id is not None:
-                    await retrain_if_due(self.app, None)
+                    self.schedule(None)  # one population task per process, however many users
                 if user_id not in self._asked_again:
                     break
         except DatabaseUnavailable as error:
@@ -3227,13 +3286,7 @@ def overlap_conflict(period: PeriodSpan) -> HTTPException:
 
 @endpoint("Her periods, newest first", ok=(200, list[PeriodOut]), query=ListQuery)
 async def list_periods(request: Request, query: ListQuery) -> Response:
-    rows, total = await list_page(
-        request.app.state.database,
-        query,
-        period_records,
-        period_records.c.start_date,
-        request.user.id,
-    )
+    rows, total = await list_page(request.app.state.database, PERIODS, query, request.user.id)
     calendar = await load_calendar(request.app.state.database, request.user.id)
     return list_response([period_json(row, calendar) for row in rows], total)
 
@@ -3331,9 +3384,7 @@ def mood_conflict(date: dt.date, mood_id: int) -> HTTPException:
 
 @endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
 async def list_moods(request: Request, query: ListQuery) -> Response:
-    rows, total = await list_page(
-        request.app.state.database, query, daily_moods, daily_moods.c.date, request.user.id
-    )
+    rows, total = await list_page(request.app.state.database, MOODS, query, request.user.id)
     calendar = await load_calendar(request.app.state.database, request.user.id)
     return list_response([mood_json(row, calendar) for row in rows], total)
 
@@ -3497,15 +3548,6 @@ def history_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-HISTORY_SOURCE = predictions.outerjoin(
-    daily_moods,
-    sa.and_(
-        daily_moods.c.user_id == predictions.c.user_id, daily_moods.c.date == predictions.c.date
-    ),
-)
-HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
-
-
 @endpoint(
     "Predictions served, scored once the day's mood is logged",
     ok=(200, list[PredictionHistoryOut]),
@@ -3513,13 +3555,7 @@ HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_leve
 )
 async def prediction_history(request: Request, query: ListQuery) -> Response:
     rows, total = await list_page(
-        request.app.state.database,
-        query,
-        predictions,
-        predictions.c.date,
-        request.user.id,
-        columns=HISTORY_COLUMNS,
-        source=HISTORY_SOURCE,
+        request.app.state.database, PREDICTION_HISTORY, query, request.user.id
     )
     return list_response([history_json(row) for row in rows], total)
 
@@ -3575,9 +3611,7 @@ async def retrain(request: Request) -> Response:
     query=ListQuery,
 )
 async def admin_users(request: Request, query: ListQuery) -> Response:
-    rows, total = await list_page(
-        request.app.state.database, query, users, users.c.created_at, None, ACCOUNT_COLUMNS
-    )
+    rows, total = await list_page(request.app.state.database, ACCOUNTS, query)
     return list_response([user_json(row) for row in rows], total)
 
 
@@ -3589,9 +3623,7 @@ def audit_event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     "Security events, newest first", ok=(200, list[AuditEventOut]), auth="admin", query=ListQuery
 )
 async def admin_audit(request: Request, query: ListQuery) -> Response:
-    rows, total = await list_page(
-        request.app.state.database, query, audit_events, audit_events.c.at, None
-    )
+    rows, total = await list_page(request.app.state.database, AUDIT_EVENTS, query)
     return list_response([audit_event_json(row) for row in rows], total)
 
 

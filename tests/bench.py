@@ -206,12 +206,12 @@ def wrk(
 
 
 @contextlib.contextmanager
-def fresh_database(workdir: Path):
+def fresh_database(workdir: Path, name: str = "bench"):
     """A SQLite file, or a new database on DATABASE_URL's PostgreSQL server (the tests' own
     helper), dropped afterwards."""
     server_url = os.environ.get("DATABASE_URL", "")
     if not server_url.startswith(("postgres://", "postgresql://")):
-        yield f"sqlite:///{workdir / 'bench.db'}"
+        yield f"sqlite:///{workdir / f'{name}.db'}"
         return
     with temporary_postgres_database(server_url) as url:
         yield url
@@ -319,7 +319,13 @@ PEER_PACKAGES = [
     "uvicorn",
     "itsdangerous",
 ]
-PEER_USERS, PEER_MOODS = 201, 100  # the peer's README: user 1 and 19 others with 100 moods
+PEER_USERS, PEER_MOODS = 201, 100
+PLAIN_UVICORN = [
+    "--loop",
+    "asyncio",
+    "--http",
+    "h11",
+]  # the peer's venv has no uvloop  # the peer's README: user 1 and 19 others with 100 moods
 
 
 def peer_python() -> str:
@@ -385,8 +391,14 @@ def side_by_side(workdir: Path, url: str, environment: dict, seconds: int, conne
         results: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
         paths = ("/auth/me", "/moods/?limit=30")
         with (
-            server("planher:app", environment) as planher_base,
-            server("peer_app:app", peer_environment, python=python, app_dir=PEER_DIR) as peer_base,
+            server("planher:app", environment, options=PLAIN_UVICORN) as planher_base,
+            server(
+                "peer_app:app",
+                peer_environment,
+                options=PLAIN_UVICORN,
+                python=python,
+                app_dir=PEER_DIR,
+            ) as peer_base,
         ):
             token = call(
                 "POST",
@@ -475,7 +487,7 @@ def bare_insert_loop(url: str, seconds: float, first_user: int) -> float:
 def writes(url: str, environment: dict, seconds: int, connections: int) -> tuple[dict, float]:
     """POST /moods/ from `connections` connections, each request a distinct (user, date);
     then the bare loop, on a user of its own."""
-    with server("planher:app", environment) as base:
+    with server("planher:app", environment, options=PLAIN_UVICORN) as base:
         tokens = [
             call(
                 "POST", f"{base}/auth/login", {"email": f"u{k}@example.org", "password": PASSWORD}
@@ -603,13 +615,13 @@ def data_layer(arguments) -> None:
         with fresh_database(Path(workdir)) as url:
             environment = bench_environment(url)
             migrate(url)
-            with server("bench:ceiling_app", environment) as ceiling:
+            with server("bench:ceiling_app", environment, options=PLAIN_UVICORN) as ceiling:
                 ceiling_rps = wrk(f"{ceiling}/ceiling", seconds, connections)["rps"]
             side = side_by_side(Path(workdir), url, environment, seconds, connections)
             posted, bare_rps = writes(url, environment, seconds, connections)
             servers = {}
             for name, options in (
-                ("uvicorn (asyncio, h11)", ["--loop", "asyncio", "--http", "h11"]),
+                ("uvicorn (asyncio, h11)", PLAIN_UVICORN),
                 (
                     "uvicorn[standard] (uvloop, httptools)",
                     ["--loop", "uvloop", "--http", "httptools"],
@@ -626,7 +638,7 @@ def data_layer(arguments) -> None:
                         wrk(f"{base}{path}", seconds, connections, auth)
                         for path in ("/auth/me", "/moods/?limit=30")
                     ]
-        with fresh_database(Path(workdir)) as url:
+        with fresh_database(Path(workdir), "loop-lag") as url:
             migrate(url)
             lag = loop_lag_during_population_training(url, 2_000, 100)
     backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"

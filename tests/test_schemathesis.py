@@ -21,13 +21,15 @@ MAX_EXAMPLES = 30
 
 # JSON Schema counts characters; bcrypt's limit is 72 bytes of UTF-8, which the document can
 # only state in words (and marks with OpenAPI's `password` format). Valid passwords are
-# generated to match that rule; invalid ones still come from the schema's min/max lengths.
+# generated to match that rule (and to be none of the common passwords the service refuses,
+# which hypothesis finds: "00000000"); invalid ones still come from the schema's lengths.
 schemathesis.openapi.format(
     "password",
     st.text(min_size=1, max_size=planher.PASSWORD_MAX_BYTES).filter(
         lambda password: (
             len(password) >= planher.PASSWORD_MIN_CHARS
             and len(password.encode("utf-8")) <= planher.PASSWORD_MAX_BYTES
+            and password.lower() not in planher.COMMON_PASSWORDS
         )
     ),
 )
