@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -54,6 +55,8 @@ from conftest import temporary_postgres_database  # noqa: E402
 PASSWORD = "benchmark passphrase"
 SECRET = "benchmark-secret"
 SMALL_USERS = 100  # the "10k moods" database: 100 users × 100 days
+# Plain uvicorn, as the Procfile runs PlanHer (and the peer's virtualenv has no uvloop).
+PLAIN_UVICORN = ("--loop", "asyncio", "--http", "h11")
 
 
 async def ceiling_endpoint(request):
@@ -77,7 +80,7 @@ def server(
     app: str,
     environment: dict[str, str],
     workers: int = 1,
-    options: Sequence[str] = (),
+    options: Sequence[str] = PLAIN_UVICORN,
     python: str = sys.executable,
     app_dir: Path | None = None,
 ):
@@ -320,12 +323,7 @@ PEER_PACKAGES = [
     "itsdangerous",
 ]
 PEER_USERS, PEER_MOODS = 201, 100
-PLAIN_UVICORN = [
-    "--loop",
-    "asyncio",
-    "--http",
-    "h11",
-]  # the peer's venv has no uvloop  # the peer's README: user 1 and 19 others with 100 moods
+# The peer's README: user 1 and 19 others with 100 moods.
 
 
 def peer_python() -> str:
@@ -620,6 +618,7 @@ def data_layer(arguments) -> None:
             side = side_by_side(Path(workdir), url, environment, seconds, connections)
             posted, bare_rps = writes(url, environment, seconds, connections)
             servers = {}
+            standard = importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools")
             for name, options in (
                 ("uvicorn (asyncio, h11)", PLAIN_UVICORN),
                 (
@@ -627,6 +626,9 @@ def data_layer(arguments) -> None:
                     ["--loop", "uvloop", "--http", "httptools"],
                 ),
             ):
+                if "uvloop" in options and not standard:
+                    print("uvloop or httptools missing: .venv/bin/pip install uvloop httptools")
+                    continue
                 with server("planher:app", environment, options=options) as base:
                     token = call(
                         "POST",
