@@ -597,23 +597,25 @@ def _configure_sqlite(busy_timeout_ms: int, *pragmas: str) -> Callable[[Any, Any
 
 def _begin_immediately(connection: sa.Connection) -> None:
     """A `begin` event listener: SQLite transactions take the write lock when they begin,
-    so two read-then-write transactions queue instead of deadlocking at their first write.
-    Autocommit connections (reads outside a transaction) begin nothing."""
-    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    so two read-then-write transactions queue instead of deadlocking at their first write."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 Query = sa.Executable | str  # a Core statement, or plain SQL without parameters
 
 
+def _as_dicts(names: Sequence[str], rows: Iterable[Sequence]) -> list[dict[str, Any]]:
+    """Rows as plain dicts: cheaper to build and to read than SQLAlchemy's Row objects."""
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 def _all_rows(result: sa.CursorResult) -> list[dict[str, Any]]:
-    names = list(result.keys())
-    return [dict(zip(names, row, strict=True)) for row in result.all()]
+    return _as_dicts(list(result.keys()), result.all())
 
 
 def _first_row(result: sa.CursorResult) -> dict[str, Any] | None:
-    row = result.first()
-    return None if row is None else dict(row._mapping)
+    row = result.mappings().first()
+    return None if row is None else dict(row)
 
 
 def _nothing(result: sa.CursorResult) -> None:
@@ -647,8 +649,9 @@ class Database:
         self.timeout_s, self.pool_size = timeout_s, pool_size
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.engine: AsyncEngine | None = None
-        self._autocommit: AsyncEngine | None = None  # PostgreSQL: statements on their own
+        self._autocommit: AsyncEngine | None = None  # statements on their own, large reads
         self._large_reads: AsyncEngine | None = None
+        self._engines: list[AsyncEngine] = []  # each with a pool of its own
         self._reader: sa.Engine | None = None
         self._writer_turn: WriterTurn | None = None
         self._transaction_connection: contextvars.ContextVar[AsyncConnection | None] = (
@@ -675,6 +678,7 @@ class Database:
             # Single statements need no transaction: one round trip each, not three.
             self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
             self._large_reads = self.engine  # a server-side cursor lives in a transaction
+            self._engines = [self.engine]
         else:
             # SQLite itself gives up on a lock a little before our timeout: a clean error
             # rather than an abandoned connection.
@@ -682,10 +686,13 @@ class Database:
             self.engine = create_async_engine(url, **options)
             sa.event.listen(self.engine.sync_engine, "connect", on_connect)
             sa.event.listen(self.engine.sync_engine, "begin", _begin_immediately)
-            # Large reads have connections of their own, so they never keep a writer
-            # waiting for one, and read in autocommit mode, never taking the write lock.
-            self._large_reads = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
-            sa.event.listen(self._large_reads.sync_engine, "connect", on_connect)
+            # Statements on their own and large reads have connections of their own, in
+            # autocommit mode: a write alone is atomic without BEGIN and COMMIT (two driver
+            # round trips fewer), and a read never takes the write lock.
+            self._autocommit = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
+            sa.event.listen(self._autocommit.sync_engine, "connect", on_connect)
+            self._large_reads = self._autocommit
+            self._engines = [self.engine, self._autocommit]
             self._reader = sa.create_engine(
                 url.set(drivername="sqlite"),
                 poolclass=sa.pool.StaticPool,  # one connection, only ever used on the loop
@@ -710,13 +717,14 @@ class Database:
     async def disconnect(self) -> None:
         if self._discarding:
             await asyncio.wait(set(self._discarding), timeout=self.timeout_s)
-        for engine in {self.engine, self._large_reads} - {None}:
+        for engine in self._engines:
             await engine.dispose()
         if self._reader is not None:
             self._reader.dispose()
         if self._writer_turn is not None:
             self._writer_turn.close()
         self.engine = self._autocommit = self._large_reads = None
+        self._engines = []
         self._reader = self._writer_turn = None
 
     async def check_writable(self) -> None:
@@ -729,8 +737,7 @@ class Database:
     @property
     def connections_in_use(self) -> int:
         """Pooled connections checked out now: 0 whenever no call is running."""
-        engines = {self.engine, self._large_reads} - {None}
-        return sum(engine.pool.checkedout() for engine in engines)
+        return sum(engine.pool.checkedout() for engine in self._engines)
 
     # — the calls handlers make —
 
@@ -761,8 +768,9 @@ class Database:
             result = await self._call(
                 connection.stream(query.execution_options(yield_per=LARGE_READ_CHUNK_ROWS))
             )
+            names = list(result.keys())
             while chunk := await self._call(result.fetchmany(LARGE_READ_CHUNK_ROWS)):
-                rows += [dict(row._mapping) for row in chunk]
+                rows += _as_dicts(names, chunk)
         return rows
 
     @contextlib.asynccontextmanager
@@ -772,10 +780,7 @@ class Database:
         if self._transaction_connection.get() is not None:
             yield
             return
-        async with contextlib.AsyncExitStack() as stack:
-            if self._writer_turn is not None:
-                await self._call(stack.enter_async_context(self._writer_turn))
-            connection = await stack.enter_async_context(self._connection(self.engine))
+        async with self._in_writer_turn(self.engine) as connection:
             token = self._transaction_connection.set(connection)
             try:
                 await self._call(connection.begin())
@@ -800,11 +805,11 @@ class Database:
         connection = self._transaction_connection.get()
         if connection is not None:
             return take(await self._call(connection.execute(statement, values)))
-        if self.dialect == "sqlite" and isinstance(statement, sa.Select):
-            return self._read_inline(statement, take, values)
-        if self.dialect == "sqlite":  # a write takes its turn, in a transaction of its own
-            async with self.transaction():
-                return await self._run(statement, take, values)
+        if self.dialect == "sqlite":
+            if isinstance(statement, sa.Select):
+                return self._read_inline(statement, take, values)
+            async with self._in_writer_turn(self._autocommit) as connection:
+                return take(await self._call(connection.execute(statement, values)))
         async with self._connection(self._autocommit) as connection:
             return take(await self._call(connection.execute(statement, values)))
 
@@ -816,6 +821,14 @@ class Database:
             if not is_unavailable(error):
                 raise
             raise self._unavailable(error) from error
+
+    @contextlib.asynccontextmanager
+    async def _in_writer_turn(self, engine: AsyncEngine):
+        """A connection of `engine` for writing: on SQLite, once it is this writer's turn."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._writer_turn is not None:
+                await self._call(stack.enter_async_context(self._writer_turn))
+            yield await stack.enter_async_context(self._connection(engine))
 
     @contextlib.asynccontextmanager
     async def _connection_for_reads(self):
