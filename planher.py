@@ -370,6 +370,7 @@ daily_moods = sa.Table(
     _timestamp_column("updated_at"),
     sa.Index("ix_daily_moods_user_date", "user_id", "date", unique=True),
     sa.Index("ix_daily_moods_updated_at", "updated_at"),
+    sa.Index("ix_daily_moods_date", "date"),
 )
 
 user_models = sa.Table(

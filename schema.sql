@@ -84,6 +84,7 @@ CREATE TABLE daily_moods (
 CREATE UNIQUE INDEX ix_daily_moods_user_date ON daily_moods (user_id, date);
 -- For "how many moods changed since the last training", per user and across users.
 CREATE INDEX ix_daily_moods_updated_at ON daily_moods (updated_at);
+CREATE INDEX ix_daily_moods_date ON daily_moods (date);
 
 -- Every training of an energy model, versioned per user (user_id is NULL for the population
 -- model). Only a model that beat the majority baseline is shipped; its model_blob holds the

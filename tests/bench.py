@@ -134,6 +134,12 @@ def call(method: str, url: str, body: dict | None = None, headers: dict | None =
         return json.loads(response.read() or b"null")
 
 
+def signed_in(base: str, email: str) -> dict[str, str]:
+    """The Authorization header of a fresh login of `email` (password PASSWORD)."""
+    tokens = call("POST", f"{base}/auth/login", {"email": email, "password": PASSWORD})
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
 def retrain_when_idle(base: str, auth: dict) -> None:
     """POST /predictions/retrain, waiting out a background training that holds the claim."""
     for _ in range(300):
@@ -398,12 +404,7 @@ def side_by_side(workdir: Path, url: str, environment: dict, seconds: int, conne
                 app_dir=PEER_DIR,
             ) as peer_base,
         ):
-            token = call(
-                "POST",
-                f"{planher_base}/auth/login",
-                {"email": "u1@example.org", "password": PASSWORD},
-            )["access_token"]
-            planher_auth = {"Authorization": f"Bearer {token}"}
+            planher_auth = signed_in(planher_base, "u1@example.org")
             for _ in range(3):
                 for path in paths:
                     results["peer", path].append(
@@ -630,12 +631,7 @@ def data_layer(arguments) -> None:
                     print("uvloop or httptools missing: .venv/bin/pip install uvloop httptools")
                     continue
                 with server("planher:app", environment, options=options) as base:
-                    token = call(
-                        "POST",
-                        f"{base}/auth/login",
-                        {"email": "u1@example.org", "password": PASSWORD},
-                    )["access_token"]
-                    auth = {"Authorization": f"Bearer {token}"}
+                    auth = signed_in(base, "u1@example.org")
                     servers[name] = [
                         wrk(f"{base}{path}", seconds, connections, auth)
                         for path in ("/auth/me", "/moods/?limit=30")
