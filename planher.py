@@ -210,6 +210,8 @@ class RateLimit:
         return cls(int(limit), int(window_s))
 
 
+RATE_LIMIT_PURGE_INTERVAL_S = 60  # windows that have passed are deleted at most this often
+
 DEFAULT_RATE_LIMITS = {
     "login_ip": RateLimit(30, 60),  # sign-in attempts from one client address
     "login_account_ip": RateLimit(5, 15 * 60),  # failed sign-ins to one account from one address
@@ -919,10 +921,20 @@ async def email_taken(database: Database, email: str) -> bool:
     return found is not None
 
 
-async def signed_in_from(database: Database, user_id: int, ip: str) -> bool:
-    """Whether she has a login from this address whose refresh token is still valid."""
+async def signed_in_from(
+    database: Database, user_id: int, ip: str, live_since: dt.datetime
+) -> bool:
+    """Whether she has a live login from this address: not revoked (logged out, stolen)
+    and refreshed since `live_since` (its refresh token has not expired)."""
     found = await database.fetch_val(
-        sa.select(logins.c.id).where(logins.c.user_id == user_id, logins.c.ip == ip).limit(1)
+        sa.select(logins.c.id)
+        .where(
+            logins.c.user_id == user_id,
+            logins.c.ip == ip,
+            logins.c.revoked_at.is_(None),
+            logins.c.refreshed_at >= live_since,
+        )
+        .limit(1)
     )
     return found is not None
 
@@ -1388,19 +1400,28 @@ async def count_against_limit(request: Request, name: str, key: str, what: str) 
         raise rate_limited((window_end - now).total_seconds(), what)
 
 
-async def check_limit(request: Request, name: str, key: str, what: str) -> None:
-    """429 if limit `name` is used up for `key`, without counting this request."""
-    rule = request.app.state.settings.rate_limits[name]
-    now = utc_now()
-    row = await request.app.state.database.fetch_one(
-        sa.select(rate_limits.c.hits, rate_limits.c.window_start).where(
-            rate_limits.c.bucket == rate_bucket(name, key),
-            rate_limits.c.window_start > now - dt.timedelta(seconds=rule.window_s),
+async def give_back(request: Request, name: str, key: str) -> None:
+    """Return a hit counted against limit `name` for `key` (a sign-in that succeeded)."""
+    await request.app.state.database.execute(
+        rate_limits.update()
+        .where(rate_limits.c.bucket == rate_bucket(name, key), rate_limits.c.hits > 0)
+        .values(hits=rate_limits.c.hits - 1)
+    )
+
+
+async def purge_expired_windows(app: Starlette) -> None:
+    """Delete the windows of rate limits that have passed, at most once a
+    RATE_LIMIT_PURGE_INTERVAL_S per process: they count nothing any more."""
+    now = time.monotonic()
+    if now - app.state.rate_limits_purged_at < RATE_LIMIT_PURGE_INTERVAL_S:
+        return
+    app.state.rate_limits_purged_at = now
+    longest_window_s = max(rule.window_s for rule in app.state.settings.rate_limits.values())
+    await app.state.database.execute(
+        rate_limits.delete().where(
+            rate_limits.c.window_start < utc_now() - dt.timedelta(seconds=longest_window_s)
         )
     )
-    if row is not None and row["hits"] >= rule.limit:
-        window_end = row["window_start"] + dt.timedelta(seconds=rule.window_s)
-        raise rate_limited((window_end - now).total_seconds(), what)
 
 
 class RequestCounter:
@@ -2957,26 +2978,38 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Respo
     """Limits, balanced so that an attacker cannot lock a woman out: at most `login_ip`
     attempts per address; `login_account_ip` failures per account and address; and
     `login_account` failures per account across addresses, which never applies to an
-    address she signed in from lately (her own devices keep working during an attack)."""
+    address with a live login of hers (her own devices keep working during an attack)."""
     database, ip = request.app.state.database, client_ip(request)
     await count_against_limit(request, "login_ip", ip, "sign-in attempts from here")
+    await purge_expired_windows(request.app)
     row = await database.fetch_one(
         sa.select(users.c.id, users.c.password_hash).where(users.c.email == body.email)
     )
-    await check_limit(request, "login_account_ip", f"{body.email}|{ip}", "failed sign-ins")
-    if row is None or not await signed_in_from(database, row["id"], ip):
-        await check_limit(request, "login_account", body.email, "failed sign-ins to this account")
+    user_id = row["id"] if row else None
+    # Every attempt takes a slot of the per-account limits before bcrypt runs, in one
+    # atomic step: of many parallel guesses only as many as the limit are checked. A
+    # sign-in that succeeds gives its slots back (the limits count failures).
+    slots = [("login_account_ip", f"{body.email}|{ip}", "failed sign-ins")]
+    live_since = utc_now() - dt.timedelta(seconds=request.app.state.tokens.refresh_ttl_s)
+    if row is None or not await signed_in_from(database, row["id"], ip, live_since):
+        slots.append(("login_account", body.email, "failed sign-ins to this account"))
+    taken = []
+    try:
+        for name, key, what in slots:
+            await count_against_limit(request, name, key, what)
+            taken.append((name, key))
+    except HTTPException:
+        for name, key in taken:
+            await give_back(request, name, key)
+        await audit(request, "login", ok=False, user_id=user_id, target="rate limited")
+        raise
     # An unknown email still costs one bcrypt check, so timing does not reveal accounts.
     password_hash = row["password_hash"] if row else request.app.state.dummy_password_hash
     if not await verify_password(body.password, password_hash) or row is None:
-        await count_against_limit(
-            request, "login_account_ip", f"{body.email}|{ip}", "failed sign-ins"
-        )
-        await count_against_limit(
-            request, "login_account", body.email, "failed sign-ins to this account"
-        )
-        await audit(request, "login", ok=False, user_id=row["id"] if row else None)
+        await audit(request, "login", ok=False, user_id=user_id)
         raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
+    for name, key in taken:
+        await give_back(request, name, key)
     await audit(request, "login", ok=True, user_id=row["id"])
     return APIResponse(await start_login(request.app, row["id"], ip))
 
@@ -2986,18 +3019,11 @@ async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
     database, tokens = app.state.database, app.state.tokens
     now = utc_now()
     login_key, refresh_jti = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    # Logins whose refresh token has expired can never be used again, and windows of rate
-    # limits that have passed count nothing any more: drop them.
+    # Logins whose refresh token has expired can never be used again: drop hers.
     await database.execute(
         logins.delete().where(
             logins.c.user_id == user_id,
             logins.c.refreshed_at < now - dt.timedelta(seconds=tokens.refresh_ttl_s),
-        )
-    )
-    longest_window_s = max(rule.window_s for rule in app.state.settings.rate_limits.values())
-    await database.execute(
-        rate_limits.delete().where(
-            rate_limits.c.window_start < now - dt.timedelta(seconds=longest_window_s)
         )
     )
     await database.execute(
@@ -4082,6 +4108,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.model_cache = ModelCache(settings.model_cache_size)
     app.state.trainer = Trainer(app)
     app.state.request_counter = RequestCounter(settings.rate_limits["api_user"])
+    app.state.rate_limits_purged_at = -math.inf
     return app
 
 

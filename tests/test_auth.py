@@ -1,12 +1,15 @@
 """Auth: register, login (JSON and OAuth2 form), refresh rotation, logout, /auth/me."""
 
+import math
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 import itsdangerous
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 import planher
@@ -20,6 +23,7 @@ from conftest import (
     login,
     make_settings,
     new_email,
+    run,
 )
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -469,3 +473,78 @@ def test_each_worker_limits_the_requests_of_one_user(limited):
         assert client.get("/auth/me", headers=account.headers).status_code == 200
     assert_rate_limited(client.get("/auth/me", headers=account.headers))
     assert client.get("/auth/me", headers=other.headers).status_code == 200
+
+
+def test_fifty_parallel_guesses_reach_bcrypt_at_most_the_limit_and_are_all_audited(tmp_path):
+    limits = {**LOW_LIMITS, "login_ip": planher.RateLimit(1000, 60)}
+    limits["login_account_ip"] = planher.RateLimit(5, 900)
+    with fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", tmp_path) as url:
+        app = planher.create_app(make_settings(url, rate_limits=limits))
+        with TestClient(ClientAddress(app)) as client:
+            account = create_account(client)
+
+            def guess(n: int):
+                return client.post(
+                    "/auth/login", json={"email": account.email, "password": f"guess {n:04}"}
+                )
+
+            with ThreadPoolExecutor(max_workers=50) as pool:
+                answers = list(pool.map(guess, range(50)))
+            failures = run(
+                client,
+                app.state.database.fetch_val,
+                sa.select(sa.func.count())
+                .select_from(planher.audit_events)
+                .where(
+                    planher.audit_events.c.user_id == account.user["id"],
+                    planher.audit_events.c.action == "login",
+                    planher.audit_events.c.ok.is_(False),
+                ),
+            )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 5 + [429] * 45  # a 401 is a guess that bcrypt checked
+    for answer in answers:
+        if answer.status_code == 429:
+            assert_rate_limited(answer)
+    assert failures == 50
+
+
+def test_a_logged_out_login_no_longer_exempts_its_address(limited):
+    client, address = limited
+    address.ip = "192.0.2.20"  # her phone
+    account = create_account(client)
+    for attacker in range(4):
+        address.ip = f"203.0.113.{50 + attacker}"
+        client.post("/auth/login", json={"email": account.email, "password": "guess"})
+    address.ip = "192.0.2.20"
+    assert client.post("/auth/logout", headers=account.headers, json={}).status_code == 204
+    assert_rate_limited(
+        client.post("/auth/login", json={"email": account.email, "password": PASSWORD})
+    )
+
+
+def test_expired_rate_limit_windows_are_purged_at_most_once_a_minute(limited):
+    client, address = limited
+    app = address.app
+    database = app.state.database
+    account = create_account(client)
+    long_ago = planher.utc_now() - planher.dt.timedelta(days=2)
+
+    def expired_window(bucket: str) -> None:
+        run(
+            client,
+            database.execute,
+            planher.rate_limits.insert().values(bucket=bucket, window_start=long_ago, hits=1),
+        )
+
+    def present(bucket: str) -> bool:
+        query = sa.select(planher.rate_limits.c.hits).where(planher.rate_limits.c.bucket == bucket)
+        return run(client, database.fetch_val, query) is not None
+
+    app.state.rate_limits_purged_at = -math.inf  # as a process that never purged
+    expired_window("test:first")
+    login(client, account.email)
+    expired_window("test:second")
+    login(client, account.email)
+    assert not present("test:first")
+    assert present("test:second")  # the next purge is a minute away
