@@ -100,7 +100,7 @@ ROOT_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = ROOT_DIR / "migrations"
 
 DEFAULT_DATABASE_URL = "sqlite:///planher.db"
-DEVELOPMENT_SECRET_KEY = "planher-development-key-never-use-in-production"
+SECRET_KEY_FILE_SUFFIX = ".secret-key"  # SQLite without SECRET_KEYS: the key kept beside it
 ACCESS_TOKEN_TTL_S = 15 * 60
 REFRESH_TOKEN_TTL_S = 14 * 24 * 60 * 60
 BCRYPT_ROUNDS = 12
@@ -229,7 +229,7 @@ class Settings:
     comma-separated, and rate limits from RATE_LIMIT_<NAME>=count/seconds."""
 
     database_url: str = DEFAULT_DATABASE_URL
-    secret_keys: tuple[str, ...] = (DEVELOPMENT_SECRET_KEY,)  # newest first
+    secret_keys: tuple[str, ...] = ()  # newest first; none: see signing_keys
     access_token_ttl_s: int = ACCESS_TOKEN_TTL_S
     refresh_token_ttl_s: int = REFRESH_TOKEN_TTL_S
     bcrypt_rounds: int = BCRYPT_ROUNDS
@@ -266,10 +266,6 @@ class Settings:
             else:
                 values[field.name] = config(field.name.upper(), cast=type(default), default=default)
         return cls(**values)
-
-    @property
-    def uses_development_secret(self) -> bool:
-        return DEVELOPMENT_SECRET_KEY in self.secret_keys
 
 
 def _comma_separated(value: str) -> tuple[str, ...]:
@@ -1236,6 +1232,48 @@ async def verify_password(password: str, password_hash: str) -> bool:
     return await anyio.to_thread.run_sync(
         bcrypt.checkpw, password.encode(), password_hash.encode(), limiter=BCRYPT_THREADS
     )
+
+
+class MissingSecretKeys(Exception):
+    """PostgreSQL without SECRET_KEYS: the instances sharing the database must share keys."""
+
+
+def signing_keys(settings: Settings) -> tuple[str, ...]:
+    """The keys tokens and models are signed with, newest first: SECRET_KEYS, or, on
+    SQLite, a random key generated on the first start and kept in a file beside the
+    database that only the service's user can read, so the quick start needs no setting and
+    a restart keeps sessions. No key is ever written in the source."""
+    if settings.secret_keys:
+        return settings.secret_keys
+    if not settings.database_url.startswith("sqlite"):
+        raise MissingSecretKeys(
+            "SECRET_KEYS is not set: every instance on this PostgreSQL database must sign "
+            "with the same keys, so set SECRET_KEYS (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))')"
+        )
+    return (
+        kept_secret_key(Path(sa.make_url(settings.database_url).database + SECRET_KEY_FILE_SUFFIX)),
+    )
+
+
+def kept_secret_key(path: Path) -> str:
+    """The key in `path`, made on first use. Written to a private draft, then linked into
+    place, so instances starting at once all end up with the first one's key."""
+    if not path.exists():
+        draft = path.with_name(f"{path.name}.{secrets.token_hex(6)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(draft, path)
+            logger.warning("SECRET_KEYS is not set: generated a signing key in %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text(encoding="utf-8").strip()
 
 
 class InvalidToken(Exception):
@@ -4024,13 +4062,15 @@ ROUTES = [
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette):
     settings, database = app.state.settings, app.state.database
-    if settings.uses_development_secret:
-        logger.warning(
-            "\n%s\n  SECRET_KEYS is not set: tokens and models are signed with the public\n"
-            "  development key. Anyone can forge a login. Set SECRET_KEYS in production.\n%s",
-            "!" * 78,
-            "!" * 78,
-        )
+    try:
+        keys = signing_keys(settings)
+    except (MissingSecretKeys, OSError) as error:
+        logger.critical("cannot start: %s", error)
+        raise StartupFailed(str(error)) from None
+    app.state.tokens = TokenSigner(keys, settings.access_token_ttl_s, settings.refresh_token_ttl_s)
+    app.state.model_signer = itsdangerous.Signer(
+        list(reversed(keys)), salt=MODEL_SIGNATURE_SALT, digest_method=hashlib.sha256
+    )
     try:
         await database.connect()
         await migrate(database)
@@ -4097,14 +4137,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.database = database_for(settings)
     app.state.failure_log = FailureLog(app.state.database.display_url)
-    app.state.tokens = TokenSigner(
-        settings.secret_keys, settings.access_token_ttl_s, settings.refresh_token_ttl_s
-    )
-    app.state.model_signer = itsdangerous.Signer(
-        list(reversed(settings.secret_keys)),
-        salt=MODEL_SIGNATURE_SALT,
-        digest_method=hashlib.sha256,
-    )
     app.state.model_cache = ModelCache(settings.model_cache_size)
     app.state.trainer = Trainer(app)
     app.state.request_counter = RequestCounter(settings.rate_limits["api_user"])

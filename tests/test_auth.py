@@ -548,3 +548,40 @@ def test_expired_rate_limit_windows_are_purged_at_most_once_a_minute(limited):
     login(client, account.email)
     assert not present("test:first")
     assert present("test:second")  # the next purge is a minute away
+
+
+# ── signing keys ──
+
+# The key earlier versions used when SECRET_KEYS was unset: public, so never accepted.
+PUBLIC_DEVELOPMENT_KEY = "planher-development-key-never-use-in-production"
+
+
+def test_without_secret_keys_sqlite_generates_a_private_key_that_a_restart_keeps(tmp_path):
+    settings = make_settings(f"sqlite:///{tmp_path / 'keyless.db'}", secret_keys=())
+    with TestClient(planher.create_app(settings)) as client:
+        account = create_account(client)
+    key_file = tmp_path / f"keyless.db{planher.SECRET_KEY_FILE_SUFFIX}"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert len(key_file.read_text()) >= 64
+    # Her real login, signed with keys the service did not generate: every claim but the
+    # signature is right.
+    _, payload = itsdangerous.URLSafeTimedSerializer("any").loads_unsafe(
+        account.tokens["access_token"]
+    )
+    forged = [
+        planher.TokenSigner((key,), 900, 3600).token_pair(payload["uid"], payload["lid"], "x")[
+            "access_token"
+        ]
+        for key in (PUBLIC_DEVELOPMENT_KEY, TEST_SECRET_KEY)
+    ]
+    with TestClient(planher.create_app(settings)) as restarted:  # the same key, read back
+        assert restarted.get("/auth/me", headers=account.headers).status_code == 200
+        for token in forged:
+            assert restarted.get("/auth/me", headers=bearer(token)).status_code == 401
+
+
+def test_without_secret_keys_postgresql_refuses_to_start_saying_what_to_set():
+    settings = make_settings("postgresql://planher@127.0.0.1:1/planher", secret_keys=())
+    with pytest.raises(planher.StartupFailed, match="SECRET_KEYS is not set"):
+        with TestClient(planher.create_app(settings)):
+            pass

@@ -58,7 +58,7 @@ def test_token_signer_keeps_purposes_apart_and_checks_the_payload():
 def test_settings_read_the_environment_with_documented_defaults():
     default = planher.Settings.from_environ({})
     assert default.database_url == "sqlite:///planher.db"
-    assert default.uses_development_secret
+    assert default.secret_keys == ()  # no key in the source: see signing_keys
     assert (default.access_token_ttl_s, default.refresh_token_ttl_s) == (900, 1_209_600)
     configured = planher.Settings.from_environ(
         {
@@ -69,7 +69,6 @@ def test_settings_read_the_environment_with_documented_defaults():
         }
     )
     assert configured.secret_keys == ("new", "old")
-    assert not configured.uses_development_secret
     assert configured.bcrypt_rounds == 4 and configured.access_token_ttl_s == 60
     assert configured.cors_origins == ("https://app.example",)
 
