@@ -95,6 +95,8 @@ from threadpoolctl import threadpool_limits
 __version__ = "0.1.0"
 
 logger = logging.getLogger("planher")
+# aiosqlite logs each call with its arguments at DEBUG, and those are her data: keep it quiet.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 ROOT_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = ROOT_DIR / "migrations"

@@ -1,10 +1,14 @@
 """Service: /health, the error shapes every route shares, standard headers, CORS."""
 
+import logging
+
+import pytest
+import sqlalchemy as sa
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import planher
-from conftest import make_settings, run
+from conftest import bearer, day, login, make_settings, new_email, run
 
 
 def test_health_is_liveness_with_the_version(client):
@@ -174,3 +178,50 @@ def test_the_docs_page_is_swagger_ui_for_the_document(client):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
     assert "swagger-ui" in response.text and 'url: "/openapi.json"' in response.text
+
+
+def test_nothing_sensitive_reaches_the_logs_even_at_debug(client, caplog):
+    email, password, new_password = new_email(), "a secret passphrase 1", "another secret 2"
+    note = "private note about cramps 8d2f"
+    with caplog.at_level(logging.DEBUG):
+        assert (
+            client.post("/auth/register", json={"email": email, "password": password}).status_code
+            == 201
+        )
+        tokens = login(client, email, password)
+        tokens = client.post(
+            "/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+        ).json()
+        headers = bearer(tokens["access_token"])
+        client.post("/profiles/me", headers=headers, json={"height_cm": 170, "weight_kg": 60})
+        client.post("/periods/", headers=headers, json={"start_date": day(-10), "notes": note})
+        client.post("/moods/", headers=headers, json={"energy_level": 2, "notes": note})
+        client.post("/moods/", headers=headers, json={"energy_level": 2, "notes": note})  # 409
+        client.get("/predictions/current", headers=headers)
+        client.get("/users/me/export", headers=headers)
+        client.post("/auth/login", json={"email": email, "password": "wrong " + password})
+        client.put(
+            "/users/me",
+            headers=headers,
+            json={"password": new_password, "current_password": password},
+        )
+        database = client.app.state.database
+        with pytest.raises(sa.exc.DBAPIError) as failed:  # a statement that fails, with her note
+            run(
+                client,
+                database.execute,
+                sa.text("INSERT INTO no_such_table VALUES (:notes)").bindparams(notes=note),
+            )
+        logging.getLogger("planher").exception("as a handler would log it", exc_info=failed.value)
+        run(client, database.disconnect)
+        try:
+            assert client.get("/moods/", headers=headers).status_code == 503
+        finally:
+            run(client, database.connect)
+        client.delete("/users/me", headers=headers)
+    formatter = logging.Formatter("%(name)s %(message)s")
+    logged = "\n".join(formatter.format(record) for record in caplog.records)
+    assert "Traceback" in logged and "no_such_table" in logged  # the capture saw it all
+    for secret in (email, password, new_password, note, *tokens.values()):
+        if isinstance(secret, str) and len(secret) > 6:
+            assert secret not in logged
