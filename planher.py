@@ -31,6 +31,7 @@ import gc
 import getpass
 import hashlib
 import io
+import ipaddress
 import itertools
 import json
 import logging
@@ -241,6 +242,7 @@ class Settings:
     population_retrain_pause_s: int = POPULATION_RETRAIN_PAUSE_S
     db_timeout_s: float = DB_TIMEOUT_S
     db_pool_size: int = DB_POOL_SIZE
+    forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed
     rate_limits: Mapping[str, RateLimit] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
     )
@@ -3916,6 +3918,33 @@ def authentication_error(connection: HTTPConnection, exc: AuthenticationError) -
     return error_response(401, str(exc))
 
 
+class ClientAddressMiddleware:
+    """The client's address, as no client can forge it: the connection's peer, unless that
+    peer is a proxy listed in FORWARDED_ALLOW_IPS (`*`: whatever its address, as Heroku's
+    router); then the rightmost X-Forwarded-For entry that is not a listed proxy, which is
+    the address the nearest trusted proxy saw. Entries left of it are the client's own."""
+
+    def __init__(self, app: ASGIApp, trusted: Sequence[str]) -> None:
+        self.app = app
+        self.any_peer = "*" in trusted
+        self.proxies = frozenset(trusted) - {"*"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        peer = scope.get("client")
+        if scope["type"] == "http" and peer and (self.any_peer or peer[0] in self.proxies):
+            forwarded = [
+                entry.strip()
+                for header in Headers(scope=scope).getlist("x-forwarded-for")
+                for entry in header.split(",")
+            ]
+            for entry in reversed(forwarded):
+                if entry not in self.proxies:
+                    with contextlib.suppress(ValueError):  # not an address: keep the peer
+                        scope = {**scope, "client": (str(ipaddress.ip_address(entry)), 0)}
+                    break
+        await self.app(scope, receive, send)
+
+
 class StandardHeadersMiddleware:
     """Adds STANDARD_HEADERS to every response."""
 
@@ -4109,6 +4138,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=ROUTES,
         middleware=[
             Middleware(QuietStartupFailureMiddleware),
+            Middleware(ClientAddressMiddleware, trusted=settings.forwarded_allow_ips),
             Middleware(StandardHeadersMiddleware),
             Middleware(
                 CORSMiddleware,

@@ -585,3 +585,59 @@ def test_without_secret_keys_postgresql_refuses_to_start_saying_what_to_set():
     with pytest.raises(planher.StartupFailed, match="SECRET_KEYS is not set"):
         with TestClient(planher.create_app(settings)):
             pass
+
+
+# ── client addresses behind proxies ──
+
+
+@pytest.mark.parametrize(
+    "forwarded_allow_ips, peer, real_address",
+    [
+        ((), "198.51.100.1", "198.51.100.1"),  # no proxy: the header is the client's own words
+        (("*",), "10.1.2.3", "203.0.113.77"),  # Heroku: its router appends what it saw
+        (("127.0.0.1",), "127.0.0.1", "203.0.113.88"),  # nginx on the same host
+    ],
+    ids=["no-proxy", "heroku", "nginx"],
+)
+def test_rotating_x_forwarded_for_lifts_no_limit_and_the_audit_keeps_the_real_address(
+    tmp_path, forwarded_allow_ips, peer, real_address
+):
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'proxied.db'}",
+        rate_limits=LOW_LIMITS,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
+    addressed = ClientAddress(planher.create_app(settings))
+    addressed.ip = peer
+    with TestClient(addressed) as client:
+
+        def from_client(n: int) -> dict[str, str]:
+            forged = f"192.0.2.{n}"  # what the client claims, rotating
+            chain = forged if not forwarded_allow_ips else f"{forged}, {real_address}"
+            return {"X-Forwarded-For": chain}
+
+        answers = [
+            client.post(
+                "/auth/register",
+                headers=from_client(n),
+                json={"email": new_email(), "password": PASSWORD},
+            )
+            for n in range(4)
+        ]
+        admin_view = run(
+            client,
+            addressed.app.state.database.fetch_all,
+            sa.select(planher.audit_events.c.ip).where(planher.audit_events.c.action == "login"),
+        )
+        client.post(
+            "/auth/login",
+            headers=from_client(9),
+            json={"email": new_email(), "password": PASSWORD},
+        )
+        logged = run(
+            client,
+            addressed.app.state.database.fetch_all,
+            sa.select(planher.audit_events.c.ip).where(planher.audit_events.c.action == "login"),
+        )
+    assert [answer.status_code for answer in answers] == [201, 201, 201, 429]
+    assert [row["ip"] for row in logged[len(admin_view) :]] == [real_address]
