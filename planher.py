@@ -653,7 +653,6 @@ class Database:
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.engine: AsyncEngine | None = None
         self._autocommit: AsyncEngine | None = None  # statements on their own, large reads
-        self._large_reads: AsyncEngine | None = None
         self._engines: list[AsyncEngine] = []  # each with a pool of its own
         self._reader: sa.Engine | None = None
         self._writer_turn: WriterTurn | None = None
@@ -680,7 +679,6 @@ class Database:
             )
             # Single statements need no transaction: one round trip each, not three.
             self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._large_reads = self.engine  # a server-side cursor lives in a transaction
             self._engines = [self.engine]
         else:
             # SQLite itself gives up on a lock a little before our timeout: a clean error
@@ -694,7 +692,6 @@ class Database:
             # round trips fewer), and a read never takes the write lock.
             self._autocommit = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
             sa.event.listen(self._autocommit.sync_engine, "connect", on_connect)
-            self._large_reads = self._autocommit
             self._engines = [self.engine, self._autocommit]
             self._reader = sa.create_engine(
                 url.set(drivername="sqlite"),
@@ -712,7 +709,7 @@ class Database:
                 pass
             if self.dialect == "sqlite":
                 self._writer_turn = WriterTurn(url.database)
-                self._read_inline(sa.select(1), lambda result: result.scalar())
+                self._read_inline(sa.select(1), sa.CursorResult.scalar)
         except BaseException:
             await self.disconnect()
             raise
@@ -726,7 +723,7 @@ class Database:
             self._reader.dispose()
         if self._writer_turn is not None:
             self._writer_turn.close()
-        self.engine = self._autocommit = self._large_reads = None
+        self.engine = self._autocommit = None
         self._engines = []
         self._reader = self._writer_turn = None
 
@@ -783,7 +780,7 @@ class Database:
         if self._transaction_connection.get() is not None:
             yield
             return
-        async with self._in_writer_turn(self.engine) as connection:
+        async with self._connection_in_turn(self.engine) as connection:
             token = self._transaction_connection.set(connection)
             try:
                 await self._call(connection.begin())
@@ -808,12 +805,9 @@ class Database:
         connection = self._transaction_connection.get()
         if connection is not None:
             return take(await self._call(connection.execute(statement, values)))
-        if self.dialect == "sqlite":
-            if isinstance(statement, sa.Select):
-                return self._read_inline(statement, take, values)
-            async with self._in_writer_turn(self._autocommit) as connection:
-                return take(await self._call(connection.execute(statement, values)))
-        async with self._connection(self._autocommit) as connection:
+        if self.dialect == "sqlite" and isinstance(statement, sa.Select):
+            return self._read_inline(statement, take, values)
+        async with self._connection_in_turn(self._autocommit) as connection:
             return take(await self._call(connection.execute(statement, values)))
 
     def _read_inline(self, statement: sa.Select, take: Callable, values: Any = None) -> Any:
@@ -826,8 +820,9 @@ class Database:
             raise self._unavailable(error) from error
 
     @contextlib.asynccontextmanager
-    async def _in_writer_turn(self, engine: AsyncEngine):
-        """A connection of `engine` for writing: on SQLite, once it is this writer's turn."""
+    async def _connection_in_turn(self, engine: AsyncEngine):
+        """A connection of `engine`, on SQLite (where only writes come here) once it is
+        this writer's turn."""
         async with contextlib.AsyncExitStack() as stack:
             if self._writer_turn is not None:
                 await self._call(stack.enter_async_context(self._writer_turn))
@@ -839,7 +834,10 @@ class Database:
         if connection is not None:
             yield connection
             return
-        async with self._connection(self._large_reads) as connection:
+        # On PostgreSQL a server-side cursor lives in a transaction; on SQLite the
+        # autocommit connections read without taking the write lock.
+        engine = self.engine if self.dialect == "postgresql" else self._autocommit
+        async with self._connection(engine) as connection:
             if self.dialect == "postgresql":
                 await self._call(connection.begin())
             yield connection
@@ -1442,7 +1440,7 @@ async def count_against_limit(request: Request, name: str, key: str, what: str) 
         raise rate_limited((window_end - now).total_seconds(), what)
 
 
-async def give_back(request: Request, name: str, key: str) -> None:
+async def refund_hit(request: Request, name: str, key: str) -> None:
     """Return a hit counted against limit `name` for `key` (a sign-in that succeeded)."""
     await request.app.state.database.execute(
         rate_limits.update()
@@ -3042,7 +3040,7 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Respo
             taken.append((name, key))
     except HTTPException:
         for name, key in taken:
-            await give_back(request, name, key)
+            await refund_hit(request, name, key)
         await audit(request, "login", ok=False, user_id=user_id, target="rate limited")
         raise
     # An unknown email still costs one bcrypt check, so timing does not reveal accounts.
@@ -3051,7 +3049,7 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Respo
         await audit(request, "login", ok=False, user_id=user_id)
         raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
     for name, key in taken:
-        await give_back(request, name, key)
+        await refund_hit(request, name, key)
     await audit(request, "login", ok=True, user_id=row["id"])
     return APIResponse(await start_login(request.app, row["id"], ip))
 
