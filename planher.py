@@ -90,6 +90,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 # ── Configuration ────────────────────────────────────────────────────────────────────────
 
@@ -120,6 +121,9 @@ RETRAIN_PAUSE_S = 60
 POPULATION_RETRAIN_PAUSE_S = 10 * 60
 MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
+# A request's headers, and then its body, must each arrive within this many seconds, or the
+# client gets 408 and the connection is closed: a client that trickles bytes holds nothing.
+REQUEST_READ_TIMEOUT_S = 15.0
 
 # The database. A call (pool checkout, statement, commit) that takes longer than
 # DB_TIMEOUT_S is abandoned, its connection discarded, and the client told 503.
@@ -168,6 +172,10 @@ NOTES_MAX_CHARS = 2000
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 MAX_DATABASE_ID = 2**31 - 1  # INTEGER columns; a larger id in a path cannot exist
+MAX_LIST_OFFSET = MAX_DATABASE_ID  # no list can hold more rows than there are ids
+# Dates a client may send: a person's calendar, with room for every prediction's arithmetic.
+EARLIEST_DATE = dt.date(1900, 1, 1)
+LATEST_DATE = dt.date(2200, 12, 31)
 
 # Cycle arithmetic (all in days).
 CYCLE_MIN_DAYS = 15  # a gap between period starts outside these bounds is not one cycle:
@@ -243,6 +251,7 @@ class Settings:
     db_timeout_s: float = DB_TIMEOUT_S
     db_pool_size: int = DB_POOL_SIZE
     forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed
+    request_read_timeout_s: float = REQUEST_READ_TIMEOUT_S
     rate_limits: Mapping[str, RateLimit] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
     )
@@ -1500,11 +1509,58 @@ class BodyTooLarge(Exception):
     """The request body grew past MAX_BODY_BYTES while being read."""
 
 
+class RequestReadTimeout(Exception):
+    """The request body did not arrive within REQUEST_READ_TIMEOUT_S."""
+
+
 class RequestBody(BaseModel):
     """A JSON request body: unknown fields are refused (a client never sets `id`, `role` or
     timestamps), and types are strict (`"5"` is not a number, `1` is not `true`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# Control characters (C0, DEL, C1), which JSON can carry but no text needs (and PostgreSQL
+# refuses NUL); notes may keep tabs and line breaks. (Lone surrogates never get this far:
+# the JSON parser refuses them.)
+CONTROL_CHARACTERS = "\\x00-\\x1f\\x7f-\\x9f"
+NOTE_CONTROL_CHARACTERS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f"
+
+
+def _refusing(forbidden: str, what: str) -> AfterValidator:
+    """A validator that refuses the `forbidden` characters with a message a person reads."""
+    found = re.compile(f"[{forbidden}]").search
+
+    def check(value: str) -> str:
+        if found(value):
+            raise PydanticCustomError(
+                "control_character", f"{what} cannot contain control characters"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _pattern_refusing(forbidden: str) -> Any:
+    """The same rule as a pattern in the document, so that clients can check it first."""
+    return Field(json_schema_extra={"pattern": f"^[^{forbidden}]*$"})
+
+
+def _date_in_range(value: dt.date) -> dt.date:
+    if not EARLIEST_DATE <= value <= LATEST_DATE:
+        raise PydanticCustomError(
+            "date_out_of_range",
+            f"Dates must be between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}",
+        )
+    return value
+
+
+Date = Annotated[
+    dt.date,
+    # The document says the range with a pattern on the year, which a client can check.
+    Field(json_schema_extra={"pattern": r"^(19\d\d|20\d\d|21\d\d|2200)-\d\d-\d\d$"}),
+    AfterValidator(_date_in_range),
+]
 
 
 def _normalize_email(value: str) -> str:
@@ -1543,25 +1599,40 @@ def _check_password_bytes(value: str) -> str:
 PASSWORD_DOCUMENTATION = {
     "format": "password",
     "maxLength": PASSWORD_MAX_BYTES,
-    "description": f"at most {PASSWORD_MAX_BYTES} bytes in UTF-8 (bcrypt's limit)",
+    "description": f"at most {PASSWORD_MAX_BYTES} bytes in UTF-8 (bcrypt's limit), "
+    "no control characters",
 }
 Email = Annotated[
     str,
     Field(json_schema_extra={"format": "email", "maxLength": EMAIL_MAX_CHARS}),
+    _pattern_refusing(CONTROL_CHARACTERS),
+    _refusing(CONTROL_CHARACTERS, "An email address"),
     AfterValidator(_normalize_email),
 ]
 NewPassword = Annotated[
     str,
     Field(json_schema_extra={**PASSWORD_DOCUMENTATION, "minLength": PASSWORD_MIN_CHARS}),
+    _refusing(CONTROL_CHARACTERS, "A password"),
     AfterValidator(_check_password),
 ]
 GivenPassword = Annotated[
     str,
     Field(min_length=1, json_schema_extra=PASSWORD_DOCUMENTATION),
+    _refusing(CONTROL_CHARACTERS, "A password"),
     AfterValidator(_check_password_bytes),
 ]
-Name = Annotated[str, Field(max_length=NAME_MAX_CHARS)]
-Token = Annotated[str, Field(min_length=1, max_length=TOKEN_MAX_CHARS)]
+Name = Annotated[
+    str,
+    Field(max_length=NAME_MAX_CHARS),
+    _pattern_refusing(CONTROL_CHARACTERS),
+    _refusing(CONTROL_CHARACTERS, "A name"),
+]
+Token = Annotated[
+    str,
+    Field(min_length=1, max_length=TOKEN_MAX_CHARS),
+    _pattern_refusing(CONTROL_CHARACTERS),
+    _refusing(CONTROL_CHARACTERS, "A token"),
+]
 
 
 class RegisterBody(RequestBody):
@@ -1620,7 +1691,12 @@ MensesLength = Annotated[int, Field(ge=1, le=PERIOD_MAX_DAYS), Whole]
 NumberOfPeak = Annotated[int, Field(ge=0, le=10), Whole]
 EnergyLevel = Annotated[int, Field(ge=0, le=2), Whole]
 DayOfCycle = Annotated[int, Field(ge=1, le=CYCLE_MAX_DAYS), Whole]
-Notes = Annotated[str, Field(max_length=NOTES_MAX_CHARS)]
+Notes = Annotated[
+    str,
+    Field(max_length=NOTES_MAX_CHARS),
+    _pattern_refusing(NOTE_CONTROL_CHARACTERS),
+    _refusing(NOTE_CONTROL_CHARACTERS, "Notes"),
+]
 
 
 class ProfileBody(RequestBody):
@@ -1645,26 +1721,26 @@ class ProfileUpdateBody(RequestBody):
 
 
 class PeriodBody(RequestBody):
-    start_date: dt.date
-    end_date: dt.date | None = None
+    start_date: Date
+    end_date: Date | None = None
     notes: Notes | None = None
 
 
 class PeriodUpdateBody(RequestBody):
-    start_date: dt.date = None  # refuses null; end_date and notes may be cleared
-    end_date: dt.date | None = None
+    start_date: Date = None  # refuses null; end_date and notes may be cleared
+    end_date: Date | None = None
     notes: Notes | None = None
 
 
 class MoodBody(RequestBody):
-    date: dt.date = None  # today when left out
+    date: Date = None  # today when left out
     energy_level: EnergyLevel
     notes: Notes | None = None
     day_of_cycle: DayOfCycle | None = None
 
 
 class MoodUpdateBody(RequestBody):
-    date: dt.date = None
+    date: Date = None
     energy_level: EnergyLevel = None
     notes: Notes | None = None
     day_of_cycle: DayOfCycle | None = None
@@ -1675,13 +1751,13 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
     limit: int = Field(DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT)
-    offset: int = Field(0, ge=0)
-    from_date: dt.date | None = Field(None, alias="from")
-    to_date: dt.date | None = Field(None, alias="to")
+    offset: int = Field(0, ge=0, le=MAX_LIST_OFFSET)
+    from_date: Date | None = Field(None, alias="from")
+    to_date: Date | None = Field(None, alias="to")
 
 
 class PredictionQuery(BaseModel):
-    date: dt.date | None = None
+    date: Date | None = None
 
 
 class ForecastQuery(BaseModel):
@@ -2937,18 +3013,21 @@ async def load_calendar(database: Database, user_id: int) -> CycleCalendar:
     )
 
 
-def path_id(request: Request, what: str) -> int:
-    """The `{id}` of the path; an id no row can have is simply not found."""
+def path_id(request: Request) -> int:
+    """The `{id}` of the path: 422 for a number no INTEGER column can hold."""
     row_id = request.path_params["id"]
     if row_id > MAX_DATABASE_ID:
-        raise HTTPException(404, detail=f"{what} not found")
+        message = f"Input should be less than or equal to {MAX_DATABASE_ID}"
+        raise RequestValidationError(
+            [{"loc": ("id",), "msg": message, "type": "less_than_equal"}], "path"
+        )
     return row_id
 
 
 async def delete_owned(request: Request, table: sa.Table, what: str) -> Response:
     deleted = await request.app.state.database.fetch_one(
         table.delete()
-        .where(table.c.id == path_id(request, what), table.c.user_id == request.user.id)
+        .where(table.c.id == path_id(request), table.c.user_id == request.user.id)
         .returning(table.c.id)
     )
     if deleted is None:
@@ -3404,7 +3483,7 @@ async def create_period(request: Request, body: PeriodBody) -> Response:
     errors={404: "Period not found", 409: "Overlaps a logged period"},
 )
 async def update_period(request: Request, body: PeriodUpdateBody) -> Response:
-    period_id = path_id(request, "Period")
+    period_id = path_id(request)
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
     async with user_write_transaction(database, user_id):
@@ -3502,7 +3581,7 @@ async def create_mood(request: Request, body: MoodBody) -> Response:
     errors={404: "Mood not found", 409: "A mood is already logged for that date"},
 )
 async def update_mood(request: Request, body: MoodUpdateBody) -> Response:
-    mood_id = path_id(request, "Mood")
+    mood_id = path_id(request)
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
     async with user_write_transaction(database, user_id):
@@ -3793,7 +3872,7 @@ def _operation_document(
                 "name": "id",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DATABASE_ID},
             }
         ]
         if "{id}" in path
@@ -3907,6 +3986,11 @@ async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
     return error_response(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
 
 
+async def request_read_timeout(request: Request, exc: RequestReadTimeout) -> Response:
+    # The rest of the body may still be on its way: the connection cannot serve another.
+    return error_response(408, REQUEST_READ_TIMEOUT_DETAIL, {"Connection": "close"})
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     # Runs outside the other middleware, so it sets the standard headers itself.
     return error_response(500, "Internal server error", STANDARD_HEADERS)
@@ -4011,6 +4095,51 @@ class QuietStartupFailureMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_quietly)
+
+
+# The connection (a RequestReadDeadline, when uvicorn runs with it) whose bytes are being
+# handed to the app: set while uvicorn parses them, so the request's task inherits it.
+READING_CONNECTION: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "reading_connection", default=None
+)
+REQUEST_READ_TIMEOUT_DETAIL = "The request did not arrive in time; send it again, faster"
+
+
+class RequestReadTimeoutMiddleware:
+    """RequestReadTimeout when the body has not fully arrived `timeout_s` after the headers.
+    It also tells the connection's RequestReadDeadline when the app holds the request, so
+    the header deadline does not run while the app works."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        connection = READING_CONNECTION.get()
+        if connection is not None:
+            connection.request_started()
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        body_complete = False
+
+        async def receive_before_deadline() -> Message:
+            nonlocal body_complete
+            if body_complete:  # what follows is only the client's disconnect
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestReadTimeout() from None
+            body_complete = not message.get("more_body", False)
+            return message
+
+        try:
+            await self.app(scope, receive_before_deadline, send)
+        finally:
+            if connection is not None:
+                connection.request_finished()
 
 
 class BodySizeLimitMiddleware:
@@ -4136,6 +4265,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=ROUTES,
         middleware=[
             Middleware(QuietStartupFailureMiddleware),
+            Middleware(RequestReadTimeoutMiddleware, timeout_s=settings.request_read_timeout_s),
             Middleware(ClientAddressMiddleware, trusted=settings.forwarded_allow_ips),
             Middleware(StandardHeadersMiddleware),
             Middleware(
@@ -4158,6 +4288,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             HTTPException: http_error,
             RequestValidationError: validation_error,
             BodyTooLarge: body_too_large,
+            RequestReadTimeout: request_read_timeout,
             Exception: server_error,
         },
         lifespan=lifespan,
@@ -4175,6 +4306,85 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 app = create_app()
+
+
+class RequestReadDeadline(asyncio.Protocol):
+    """uvicorn's own HTTP protocol with a deadline on each request's headers, which uvicorn
+    parses before the app sees anything: run it with `uvicorn planher:app --http
+    planher:RequestReadDeadline` (the Procfile does). The deadline starts with the first
+    byte of a request (or the connection) and ends when the app takes the request; when it
+    passes, the client gets 408 and the connection is closed — silently if it never sent a
+    byte, as nginx does. RequestReadTimeoutMiddleware then bounds the body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.http = AutoHTTPProtocol(*args, **kwargs)
+        self.timeout_s = app.state.settings.request_read_timeout_s
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.bytes_since_armed = False
+        self.in_app = False
+
+    def arm(self) -> None:
+        if self.deadline is None:
+            self.bytes_since_armed = False
+            self.deadline = self.loop.call_later(self.timeout_s, self.expire)
+
+    def disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def expire(self) -> None:
+        self.deadline = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.bytes_since_armed:
+            body = json.dumps({"detail": REQUEST_READ_TIMEOUT_DETAIL}).encode()
+            head = [
+                "HTTP/1.1 408 Request Timeout",
+                "content-type: application/json",
+                f"content-length: {len(body)}",
+                "connection: close",
+                *(f"{name.lower()}: {value}" for name, value in STANDARD_HEADERS.items()),
+            ]
+            self.transport.write("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
+
+    def request_started(self) -> None:
+        self.in_app = True
+        self.disarm()
+
+    def request_finished(self) -> None:
+        self.in_app = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.arm()
+        self.http.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_app:
+            self.arm()
+            self.bytes_since_armed = True
+        token = READING_CONNECTION.set(self)
+        try:
+            self.http.data_received(data)
+        finally:
+            READING_CONNECTION.reset(token)
+
+    def eof_received(self) -> bool | None:
+        return self.http.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        self.http.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.http.resume_writing()
 
 
 async def _with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:

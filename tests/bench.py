@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import planher  # noqa: E402
-from conftest import temporary_postgres_database  # noqa: E402
+from conftest import procfile_web_command, temporary_postgres_database  # noqa: E402
 
 PASSWORD = "benchmark passphrase"
 SECRET = "benchmark-secret"
@@ -83,7 +83,10 @@ def server(
     options: Sequence[str] = PLAIN_UVICORN,
     python: str = sys.executable,
     app_dir: Path | None = None,
+    started: list | None = None,
 ):
+    """uvicorn serving `app` on a free port; yields its base URL (and appends the process to
+    `started`, when given)."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -106,6 +109,8 @@ def server(
         cwd=ROOT,
         start_new_session=True,
     )
+    if started is not None:
+        started.append(process)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -584,18 +589,22 @@ def main() -> None:
     parser.add_argument("--moods-per-user", type=int, default=100)
     parser.add_argument(
         "--part",
-        choices=["all", "endpoints", "data-layer"],
+        choices=["all", "endpoints", "data-layer", "slow-clients"],
         default="all",
         help="endpoints: every hot endpoint at 1M moods; data-layer: beside the peer, "
-        "writes beside a bare INSERT loop, event-loop stalls, uvicorn[standard]",
+        "writes beside a bare INSERT loop, event-loop stalls, uvicorn[standard]; "
+        "slow-clients: /health while --tricklers connections trickle their headers or body",
     )
+    parser.add_argument("--tricklers", type=int, default=500)
     arguments = parser.parse_args()
-    if shutil.which("wrk") is None:
+    if arguments.part != "slow-clients" and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     if arguments.part in ("all", "data-layer"):
         data_layer(arguments)
     if arguments.part in ("all", "endpoints"):
         endpoints(arguments)
+    if arguments.part in ("all", "slow-clients"):
+        slow_clients(arguments)
 
 
 def bench_environment(url: str) -> dict[str, str]:
@@ -823,6 +832,123 @@ def endpoints(arguments) -> None:
     print()
     for note in notes:
         print(f"- {note}")
+
+
+# ── slow clients ──
+
+
+def procfile_options() -> list[str]:
+    """The Procfile's uvicorn options, but for the address it listens on."""
+    command = procfile_web_command()
+    options = command[command.index("planher:app") + 1 :]
+    for flag in ("--host", "--port"):
+        at = options.index(flag)
+        del options[at : at + 2]
+    return options
+
+
+async def health_latencies_ms(base: str, count: int, interval_s: float) -> list[float]:
+    """GET /health on a new connection each time, `count` times."""
+    host, port = base.removeprefix("http://").split(":")
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        await asyncio.sleep(interval_s)
+    return latencies
+
+
+async def trickler(base: str, what: str, answers: collections.Counter, opened: asyncio.Event):
+    """One connection that sends its request's headers (or, after them, its body) one byte
+    a second; counts the status it is finally answered with."""
+    host, port = base.removeprefix("http://").split(":")
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+    except OSError as error:
+        answers[f"connect failed: {error.__class__.__name__}"] += 1
+        return
+    opened.set()
+    if what == "body":
+        writer.write(
+            b"POST /auth/login HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000\r\n\r\n"
+        )
+    else:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: bench\r\n")
+    read = asyncio.ensure_future(reader.read())
+    while not read.done():
+        with contextlib.suppress(OSError):
+            writer.write(b"a")
+        await asyncio.wait([read], timeout=1)
+    try:
+        answer = read.result()
+    except OSError:
+        answer = b""  # reset: the server closed while bytes were still coming
+    status = answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "closed"
+    answers[status] += 1
+    writer.close()
+
+
+async def under_tricklers(base: str, what: str, tricklers: int) -> dict:
+    answers: collections.Counter = collections.Counter()
+    events = [asyncio.Event() for _ in range(tricklers)]
+    started = time.monotonic()
+    tasks = [asyncio.ensure_future(trickler(base, what, answers, e)) for e in events]
+    await asyncio.wait([asyncio.ensure_future(e.wait()) for e in events], timeout=10)
+    await asyncio.sleep(1)  # every trickler has sent bytes
+    latencies = await health_latencies_ms(base, 100, 0.05)
+    await asyncio.gather(*tasks)
+    return {
+        "latencies": latencies,
+        "answers": dict(answers),
+        "cut_after_s": time.monotonic() - started,
+    }
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def slow_clients(arguments) -> None:
+    options = procfile_options()
+    with (
+        tempfile.TemporaryDirectory(prefix="planher-bench-") as workdir,
+        fresh_database(Path(workdir)) as url,
+    ):
+        started: list = []
+        with server(
+            "planher:app", bench_environment(url), options=options, started=started
+        ) as base:
+            idle = asyncio.run(health_latencies_ms(base, 100, 0.05))
+            rss_before = rss_mib(started[0].pid)
+            runs = {
+                what: asyncio.run(under_tricklers(base, what, arguments.tricklers))
+                for what in ("headers", "body")
+            }
+            rss_after = rss_mib(started[0].pid)
+
+    def summary(latencies: list[float]) -> str:
+        ordered = sorted(latencies)
+        return (
+            f"p50 {statistics.median(ordered):.1f} ms, p99 {ordered[98]:.1f} ms, "
+            f"max {ordered[-1]:.1f} ms"
+        )
+
+    print(f"\nSlow clients: uvicorn {' '.join(options)}, 1 worker, {os.cpu_count()} cores")
+    print(f"- GET /health, 100 requests on fresh connections, nothing else: {summary(idle)}")
+    for what, run in runs.items():
+        print(
+            f"- GET /health while {arguments.tricklers} connections trickle their {what} "
+            f"(one byte a second): {summary(run['latencies'])}; the tricklers were answered "
+            f"{run['answers']} after {run['cut_after_s']:.1f} s"
+        )
+    print(f"- server memory (RSS) {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
 
 
 if __name__ == "__main__":

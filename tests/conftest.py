@@ -13,12 +13,18 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import shlex
+import signal
+import socket
+import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -31,6 +37,10 @@ ON_POSTGRES = SERVER_URL.startswith(("postgresql://", "postgres://"))
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_SECRET_KEY = "planher-tests-secret-key"
 PASSWORD = "correct horse battery"
+ROOT = Path(planher.__file__).parent
+GENEROUS_LIMITS = {
+    f"RATE_LIMIT_{name.upper()}": "100000/60" for name in planher.DEFAULT_RATE_LIMITS
+}
 
 
 def with_database(url: str, name: str) -> str:
@@ -191,3 +201,64 @@ def log_generated_history(
 def drain_training(client: TestClient) -> None:
     """Wait for the background trainings that the last requests scheduled."""
     client.portal.call(client.app.state.trainer.drain)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def procfile_web_command() -> list[str]:
+    """The Procfile's web command, as the tests' Python runs it."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    command = shlex.split(line.removeprefix("web:"))
+    assert command[0] == "uvicorn"
+    return [sys.executable, "-m", *command]
+
+
+@contextlib.contextmanager
+def uvicorn_server(database_url: str, log: Path, workers: int = 1, **environment: str):
+    """The Procfile's web process (as many workers as asked) serving planher:app on a free
+    port, with generous rate limits unless `environment` says otherwise; yields (base URL,
+    the process)."""
+    port = free_port()
+    command = [argument.replace("${PORT:-8000}", str(port)) for argument in procfile_web_command()]
+    with log.open("ab") as output:
+        server = subprocess.Popen(
+            [*command, "--workers", str(workers), "--no-access-log"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                **GENEROUS_LIMITS,
+                "DATABASE_URL": database_url,
+                "SECRET_KEYS": "server-test-key",
+                "BCRYPT_ROUNDS": "4",
+                **environment,
+            },
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield base, server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)

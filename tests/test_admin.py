@@ -177,3 +177,14 @@ def test_the_audit_list_filters_by_day(client, admin):
     assert int(today.headers["X-Total-Count"]) >= 1
     tomorrow = client.get(f"/admin/audit?from={day(1)}", headers=admin.headers)
     assert tomorrow.json() == [] and tomorrow.headers["X-Total-Count"] == "0"
+
+
+def test_admin_lists_refuse_an_offset_past_the_integer_range(client, admin):
+    for path in ("/admin/users", "/admin/audit"):
+        assert (
+            client.get(f"{path}?offset={planher.MAX_LIST_OFFSET}", headers=admin.headers).json()
+            == []
+        )
+        response = client.get(f"{path}?offset={2**63}", headers=admin.headers)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "offset"]

@@ -1,5 +1,6 @@
 """Auth: register, login (JSON and OAuth2 form), refresh rotation, logout, /auth/me."""
 
+import asyncio
 import math
 import re
 import threading
@@ -7,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
+import httpx
 import itsdangerous
 import pytest
 import sqlalchemy as sa
@@ -24,6 +26,7 @@ from conftest import (
     make_settings,
     new_email,
     run,
+    uvicorn_server,
 )
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -495,23 +498,67 @@ def test_fifty_parallel_guesses_reach_bcrypt_at_most_the_limit_and_are_all_audit
 
             with ThreadPoolExecutor(max_workers=50) as pool:
                 answers = list(pool.map(guess, range(50)))
-            failures = run(
-                client,
-                app.state.database.fetch_val,
-                sa.select(sa.func.count())
-                .select_from(planher.audit_events)
-                .where(
-                    planher.audit_events.c.user_id == account.user["id"],
-                    planher.audit_events.c.action == "login",
-                    planher.audit_events.c.ok.is_(False),
-                ),
-            )
+            failures = run(client, failed_sign_ins, app.state.database, account.user["id"])
+    assert_five_checked_and_the_rest_refused(answers)
+    assert failures == 50
+
+
+async def failed_sign_ins(database: planher.Database, user_id: int) -> int:
+    """The failed sign-ins to her account in the audit trail."""
+    return await database.fetch_val(
+        sa.select(sa.func.count())
+        .select_from(planher.audit_events)
+        .where(
+            planher.audit_events.c.user_id == user_id,
+            planher.audit_events.c.action == "login",
+            planher.audit_events.c.ok.is_(False),
+        )
+    )
+
+
+def assert_five_checked_and_the_rest_refused(answers) -> None:
     statuses = sorted(answer.status_code for answer in answers)
     assert statuses == [401] * 5 + [429] * 45  # a 401 is a guess that bcrypt checked
     for answer in answers:
         if answer.status_code == 429:
             assert_rate_limited(answer)
-    assert failures == 50
+
+
+def test_fifty_parallel_guesses_at_two_worker_processes_reach_bcrypt_at_most_the_limit(
+    tmp_path,
+):
+    with (
+        fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", tmp_path) as url,
+        uvicorn_server(
+            url,
+            tmp_path / "server.log",
+            workers=2,
+            RATE_LIMIT_LOGIN_ACCOUNT_IP="5/900",
+            RATE_LIMIT_LOGIN_ACCOUNT="20/900",
+        ) as (base, _),
+    ):
+        email = new_email()
+        with httpx.Client(base_url=base, timeout=30) as http:
+            registered = http.post("/auth/register", json={"email": email, "password": PASSWORD})
+            assert registered.status_code == 201
+
+        def guess(n: int) -> httpx.Response:  # each on a connection of its own
+            body = {"email": email, "password": f"guess {n:04}"}
+            return httpx.post(f"{base}/auth/login", json=body, timeout=30)
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            answers = list(pool.map(guess, range(50)))
+
+        async def audited() -> int:
+            database = planher.Database(url, planher.DB_TIMEOUT_S, 1)
+            await database.connect()
+            try:
+                return await failed_sign_ins(database, registered.json()["id"])
+            finally:
+                await database.disconnect()
+
+        assert_five_checked_and_the_rest_refused(answers)
+        assert asyncio.run(audited()) == 50
 
 
 def test_a_logged_out_login_no_longer_exempts_its_address(limited):

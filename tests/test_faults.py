@@ -7,14 +7,12 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -22,70 +20,17 @@ import pytest
 from starlette.testclient import TestClient
 
 import planher
-from conftest import ON_POSTGRES, PASSWORD, create_account, day, fresh_database_url, make_settings
-
-ROOT = Path(planher.__file__).parent
-GENEROUS_LIMITS = {
-    f"RATE_LIMIT_{name.upper()}": "100000/60" for name in planher.DEFAULT_RATE_LIMITS
-}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def uvicorn_server(database_url: str, log: Path, workers: int = 1):
-    """A uvicorn process group serving planher:app; yields (base URL, the process)."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        **GENEROUS_LIMITS,
-        "DATABASE_URL": database_url,
-        "SECRET_KEYS": "fault-test-key",
-        "BCRYPT_ROUNDS": "4",
-    }
-    with log.open("ab") as output:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "planher:app",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield base, server
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+from conftest import (
+    ON_POSTGRES,
+    PASSWORD,
+    ROOT,
+    create_account,
+    day,
+    free_port,
+    fresh_database_url,
+    make_settings,
+    uvicorn_server,
+)
 
 
 def sign_up(http: httpx.Client, email: str) -> dict[str, str]:

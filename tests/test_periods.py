@@ -4,6 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import planher
 from conftest import create_account, day
 
 
@@ -213,10 +214,18 @@ def test_delete_removes_the_period(client, account):
     assert periods_of(client, account) == []
 
 
-def test_unknown_and_impossible_ids_are_404(client, account):
-    for path in ("/periods/999999", "/periods/99999999999999999999"):
-        assert client.put(path, headers=account.headers, json={"notes": "x"}).status_code == 404
-        assert client.delete(path, headers=account.headers).status_code == 404
+def test_an_unknown_id_is_404_and_one_past_the_integer_range_is_422(client, account):
+    path = "/periods/999999"
+    assert client.put(path, headers=account.headers, json={"notes": "x"}).status_code == 404
+    assert client.delete(path, headers=account.headers).status_code == 404
+    for too_large in (planher.MAX_DATABASE_ID + 1, 2**63, 10**20):
+        path = f"/periods/{too_large}"
+        for response in (
+            client.put(path, headers=account.headers, json={"notes": "x"}),
+            client.delete(path, headers=account.headers),
+        ):
+            assert response.status_code == 422
+            assert response.json()["detail"][0]["loc"] == ["path", "id"]
 
 
 def test_another_users_period_is_404_for_every_method_and_stays_unchanged(client, account):

@@ -1,14 +1,31 @@
-"""Service: /health, the error shapes every route shares, standard headers, CORS."""
+"""Service: /health, the error shapes every route shares, standard headers, CORS, and the
+Procfile's server cutting off slow clients."""
 
+import json
 import logging
+import socket
+import time
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import planher
-from conftest import bearer, day, login, make_settings, new_email, run
+from conftest import (
+    ON_POSTGRES,
+    PASSWORD,
+    bearer,
+    create_account,
+    day,
+    fresh_database_url,
+    login,
+    make_settings,
+    new_email,
+    run,
+    uvicorn_server,
+)
 
 
 def test_health_is_liveness_with_the_version(client):
@@ -225,3 +242,213 @@ def test_nothing_sensitive_reaches_the_logs_even_at_debug(client, caplog):
     for secret in (email, password, new_password, note, *tokens.values()):
         if isinstance(secret, str) and len(secret) > 6:
             assert secret not in logged
+
+
+# ── Input that no route may answer with a 500 ───────────────────────────────────────────
+
+LISTS = ("/periods/", "/moods/", "/predictions/history")
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_every_list_refuses_an_offset_past_the_integer_range(client, account, path):
+    assert (
+        client.get(f"{path}?offset={planher.MAX_LIST_OFFSET}", headers=account.headers).json() == []
+    )
+    for offset in (planher.MAX_LIST_OFFSET + 1, 2**63, 10**30):
+        response = client.get(f"{path}?offset={offset}", headers=account.headers)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "offset"]
+
+
+DATE_RANGE_MESSAGE = "Dates must be between 1900-01-01 and 2200-12-31"
+
+
+@pytest.mark.parametrize("outside", ["1899-12-31", "0001-01-01", "2201-01-01", "9999-12-31"])
+def test_a_date_outside_1900_to_2200_is_422_saying_the_range(client, account, outside):
+    for response, loc in (
+        (client.get(f"/predictions/current?date={outside}", headers=account.headers), "date"),
+        (client.get(f"/periods/?from={outside}", headers=account.headers), "from"),
+        (client.get(f"/moods/?to={outside}", headers=account.headers), "to"),
+        (
+            client.post("/periods/", headers=account.headers, json={"start_date": outside}),
+            "start_date",
+        ),
+        (
+            client.post(
+                "/moods/", headers=account.headers, json={"date": outside, "energy_level": 1}
+            ),
+            "date",
+        ),
+    ):
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"][-1] == loc
+        if outside[:4] not in ("0001", "9999") or loc in ("start_date", "date"):
+            assert error["msg"] in (DATE_RANGE_MESSAGE, "Date must be in the past or today")
+
+
+def test_the_oldest_history_and_the_latest_date_predict_without_overflow(client):
+    her = create_account(client)
+    for start in ("1900-01-01", "1900-01-29"):
+        response = client.post("/periods/", headers=her.headers, json={"start_date": start})
+        assert response.status_code == 201, response.text
+    for date in ("1900-01-01", "2200-12-31"):
+        response = client.get(f"/predictions/current?date={date}", headers=her.headers)
+        assert response.status_code == 200, response.text
+    assert client.get("/predictions/forecast?days=90", headers=her.headers).status_code == 200
+
+
+NUL, BELL, ESCAPE, C1 = "\x00", "\x07", "\x1b", "\x85"
+
+
+def send_json(send, path: str, body: dict, headers: dict | None = None):
+    """JSON as a client may write it: "\\ud800" escapes a lone surrogate (httpx cannot)."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    return send(path, content=json.dumps(body), headers=headers)
+
+
+@pytest.mark.parametrize("bad", [NUL, BELL, ESCAPE, C1, "\n", "\t"])
+def test_control_characters_in_account_fields_are_422_and_nothing_changes(client, bad):
+    her = create_account(client)
+    attempts = [
+        ("/auth/register", {"email": f"a{bad}b@example.org", "password": PASSWORD}, None),
+        ("/auth/register", {"email": new_email(), "password": PASSWORD + bad}, None),
+        ("/auth/register", {"email": new_email(), "password": PASSWORD, "name": f"A{bad}"}, None),
+        ("/auth/login", {"email": her.email + bad, "password": PASSWORD}, None),
+        ("/auth/login", {"email": her.email, "password": PASSWORD + bad}, None),
+        ("/auth/refresh", {"refresh_token": her.tokens["refresh_token"] + bad}, None),
+        ("/users/me", {"name": f"Her{bad}name"}, her.headers),
+    ]
+    for path, body, headers in attempts:
+        send = client.put if path == "/users/me" else client.post
+        response = send_json(send, path, body, headers)
+        assert response.status_code == 422, (path, response.text)
+        assert "cannot contain control characters" in response.json()["detail"][0]["msg"]
+    form = {"username": her.email + bad, "password": PASSWORD}
+    assert client.post("/auth/login", data=form).status_code == 422
+    assert client.get("/users/me", headers=her.headers).json() == her.user
+
+
+@pytest.mark.parametrize("bad", [NUL, BELL, ESCAPE, C1])
+def test_control_characters_in_notes_are_422_but_line_breaks_and_tabs_are_kept(
+    client, account, bad
+):
+    kept = "first line\r\n\tsecond line"
+    period = client.post(
+        "/periods/", headers=account.headers, json={"start_date": day(-40), "notes": kept}
+    )
+    assert period.status_code == 201 and period.json()["notes"] == kept
+    for send, path, body in (
+        (client.post, "/periods/", {"start_date": day(-3), "notes": bad}),
+        (client.put, f"/periods/{period.json()['id']}", {"notes": bad}),
+        (client.post, "/moods/", {"energy_level": 1, "notes": bad}),
+    ):
+        response = send_json(send, path, body, account.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["msg"] == "Notes cannot contain control characters"
+    assert client.get("/periods/", headers=account.headers).json() == [period.json()]
+    client.delete(f"/periods/{period.json()['id']}", headers=account.headers)
+
+
+def test_a_lone_surrogate_in_json_is_malformed_json(client, account):
+    for path, body in (
+        ("/auth/login", {"email": "a@example.org", "password": "\ud800" * 8}),
+        ("/moods/", {"energy_level": 1, "notes": "\ud800"}),
+    ):
+        response = send_json(client.post, path, body, account.headers)
+        assert response.status_code == 400
+        assert response.json() == {"detail": "Request body is not valid JSON"}
+
+
+# ── Slow clients, against the Procfile's server ─────────────────────────────────────────
+
+READ_TIMEOUT_S = 1.0
+SLOW_BCRYPT_ROUNDS = 15  # a registration the app works on for longer than READ_TIMEOUT_S
+
+
+@pytest.fixture(scope="module")
+def procfile_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slow-clients")
+    with fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", folder) as url:
+        with uvicorn_server(
+            url,
+            folder / "server.log",
+            REQUEST_READ_TIMEOUT_S=str(READ_TIMEOUT_S),
+            BCRYPT_ROUNDS=str(SLOW_BCRYPT_ROUNDS),
+        ) as (base, _):
+            yield base
+
+
+def raw_connection(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=READ_TIMEOUT_S * 5)
+
+
+def trickle_until_answered(connection: socket.socket, first: bytes, byte: bytes) -> bytes:
+    """Send `first`, then `byte` every 0.2 s until the server answers; what it answered
+    before closing the connection."""
+    connection.sendall(first)
+    connection.setblocking(False)
+    answer, started = b"", time.monotonic()
+    while time.monotonic() - started < READ_TIMEOUT_S * 5:
+        try:
+            chunk = connection.recv(65536)
+        except BlockingIOError:
+            if not answer:
+                connection.send(byte)
+            time.sleep(0.2)
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            return answer
+        answer += chunk
+    raise AssertionError(f"the connection was not closed; it answered {answer!r}")
+
+
+def test_headers_that_trickle_past_the_read_timeout_get_408_and_the_connection_closes(
+    procfile_server,
+):
+    with raw_connection(procfile_server) as connection:
+        started = time.monotonic()
+        answer = trickle_until_answered(
+            connection, b"GET /health HTTP/1.1\r\nHost: planher\r\nX-Slow: a", b"a"
+        )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+    assert json.loads(body) == {"detail": planher.REQUEST_READ_TIMEOUT_DETAIL}
+    assert time.monotonic() - started < READ_TIMEOUT_S * 3
+
+
+def test_a_body_that_trickles_past_the_read_timeout_gets_408_and_the_connection_closes(
+    procfile_server,
+):
+    head = (
+        b"POST /auth/login HTTP/1.1\r\nHost: planher\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    with raw_connection(procfile_server) as connection:
+        answer = trickle_until_answered(connection, head + b'{"email": "', b"a")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+    assert json.loads(body) == {"detail": planher.REQUEST_READ_TIMEOUT_DETAIL}
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_without_an_answer(procfile_server):
+    with raw_connection(procfile_server) as connection:
+        started = time.monotonic()
+        assert connection.recv(1024) == b""
+    assert READ_TIMEOUT_S * 0.9 < time.monotonic() - started < READ_TIMEOUT_S * 3
+
+
+def test_neither_the_apps_own_work_nor_an_idle_keep_alive_is_cut_by_the_read_timeout(
+    procfile_server,
+):
+    email = new_email()
+    with httpx.Client(base_url=procfile_server, timeout=30) as http:
+        started = time.monotonic()
+        response = http.post("/auth/register", json={"email": email, "password": PASSWORD})
+        assert response.status_code == 201, response.text
+        assert time.monotonic() - started > READ_TIMEOUT_S  # the app did work that long
+        time.sleep(READ_TIMEOUT_S * 1.5)  # idle on the same kept-alive connection
+        assert http.get("/health").status_code == 200
