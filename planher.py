@@ -124,6 +124,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # A request's headers, and then its body, must each arrive within this many seconds, or the
 # client gets 408 and the connection is closed: a client that trickles bytes holds nothing.
 REQUEST_READ_TIMEOUT_S = 15.0
+REQUEST_READ_LINGER_S = 2.0  # after such a 408, what the client still sends is read and dropped
 
 # The database. A call (pool checkout, statement, commit) that takes longer than
 # DB_TIMEOUT_S is abandoned, its connection discarded, and the client told 503.
@@ -4324,6 +4325,7 @@ class RequestReadDeadline(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.bytes_since_armed = False
         self.in_app = False
+        self.lingering = False
 
     def arm(self) -> None:
         if self.deadline is None:
@@ -4349,6 +4351,12 @@ class RequestReadDeadline(asyncio.Protocol):
                 *(f"{name.lower()}: {value}" for name, value in STANDARD_HEADERS.items()),
             ]
             self.transport.write("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+            # Closing with bytes still unread would reset the connection, and the reset can
+            # overtake the 408: say we are done writing, and drop what still comes a while.
+            self.lingering = True
+            self.transport.write_eof()
+            self.loop.call_later(REQUEST_READ_LINGER_S, self.transport.close)
+            return
         self.transport.close()
 
     def request_started(self) -> None:
@@ -4364,6 +4372,8 @@ class RequestReadDeadline(asyncio.Protocol):
         self.http.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         if not self.in_app:
             self.arm()
             self.bytes_since_armed = True
@@ -4374,6 +4384,9 @@ class RequestReadDeadline(asyncio.Protocol):
             READING_CONNECTION.reset(token)
 
     def eof_received(self) -> bool | None:
+        if self.lingering:
+            self.transport.close()
+            return None
         return self.http.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:

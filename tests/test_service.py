@@ -1,6 +1,7 @@
 """Service: /health, the error shapes every route shares, standard headers, CORS, and the
 Procfile's server cutting off slow clients."""
 
+import contextlib
 import json
 import logging
 import socket
@@ -386,7 +387,8 @@ def raw_connection(base: str) -> socket.socket:
 
 def trickle_until_answered(connection: socket.socket, first: bytes, byte: bytes) -> bytes:
     """Send `first`, then `byte` every 0.2 s until the server answers; what it answered
-    before closing the connection."""
+    before closing the connection (with a FIN, or a reset when a trickled byte was still
+    unread as it closed)."""
     connection.sendall(first)
     connection.setblocking(False)
     answer, started = b"", time.monotonic()
@@ -395,11 +397,12 @@ def trickle_until_answered(connection: socket.socket, first: bytes, byte: bytes)
             chunk = connection.recv(65536)
         except BlockingIOError:
             if not answer:
-                connection.send(byte)
+                with contextlib.suppress(OSError):  # closed: the next recv says how
+                    connection.send(byte)
             time.sleep(0.2)
             continue
         except ConnectionResetError:
-            break
+            return answer
         if not chunk:
             return answer
         answer += chunk
