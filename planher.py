@@ -30,6 +30,7 @@ import functools
 import gc
 import getpass
 import hashlib
+import importlib.resources
 import io
 import ipaddress
 import itertools
@@ -43,6 +44,8 @@ import secrets
 import statistics
 import sys
 import time
+import typing
+import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -74,7 +77,6 @@ from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
-    AuthenticationError,
     BaseUser,
     UnauthenticatedUser,
 )
@@ -86,7 +88,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
@@ -107,7 +109,21 @@ DEFAULT_DATABASE_URL = "sqlite:///planher.db"
 SECRET_KEY_FILE_SUFFIX = ".secret-key"  # SQLite without SECRET_KEYS: the key kept beside it
 ACCESS_TOKEN_TTL_S = 15 * 60
 REFRESH_TOKEN_TTL_S = 14 * 24 * 60 * 60
+# A refresh token presented again this soon after it was used (two tabs, React StrictMode's
+# double effect) gets the pair already issued for it; later, reuse is theft.
+REFRESH_REUSE_GRACE_S = 30
 BCRYPT_ROUNDS = 12
+# What a browser app on another origin may send beyond the always-allowed ones (axios,
+# fetch wrappers and request tracers add these), and the response headers it may read.
+CORS_REQUEST_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "X-Requested-With",
+    "X-Request-Id",
+    "Cache-Control",
+    "Pragma",
+)
+CORS_EXPOSED_HEADERS = ("X-Total-Count", "Retry-After", "WWW-Authenticate")
 DEFAULT_CORS_ORIGINS = (
     "http://localhost:3000",  # create-react-app dev server
     "http://127.0.0.1:3000",
@@ -168,6 +184,11 @@ PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores (bcrypt 5: refuses) anything longer
 EMAIL_MAX_CHARS = 254
 NAME_MAX_CHARS = 100
+TIME_ZONE_MAX_CHARS = 64
+DEFAULT_TIME_ZONE = "UTC"
+# The IANA zones her "today" may be in (the tzdata package carries them where the system
+# has none).
+TIME_ZONES = frozenset(zoneinfo.available_timezones())
 TOKEN_MAX_CHARS = 1000
 NOTES_MAX_CHARS = 2000
 DEFAULT_LIST_LIMIT = 100
@@ -182,7 +203,6 @@ LATEST_DATE = dt.date(2200, 12, 31)
 CYCLE_MIN_DAYS = 15  # a gap between period starts outside these bounds is not one cycle:
 CYCLE_MAX_DAYS = 90  # a missed log, a pregnancy or an illness break
 PERIOD_MAX_DAYS = 15
-FUTURE_TOLERANCE_DAYS = 1  # "today" is UTC; a user east of UTC may already be on tomorrow
 DEFAULT_CYCLE_LENGTH = 28
 DEFAULT_LUTEAL_LENGTH = 14
 DEFAULT_MENSES_LENGTH = 5
@@ -244,6 +264,7 @@ class Settings:
     secret_keys: tuple[str, ...] = ()  # newest first; none: see signing_keys
     access_token_ttl_s: int = ACCESS_TOKEN_TTL_S
     refresh_token_ttl_s: int = REFRESH_TOKEN_TTL_S
+    refresh_reuse_grace_s: int = REFRESH_REUSE_GRACE_S
     bcrypt_rounds: int = BCRYPT_ROUNDS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     model_cache_size: int = MODEL_CACHE_SIZE
@@ -286,6 +307,47 @@ def _comma_separated(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+# Every error body is {"detail": …, "code": …}: `detail` for people, `code` for programs.
+ERROR_CODES = {
+    "malformed_body": "400: the body is not valid JSON (or form data)",
+    "not_authenticated": "401: no Bearer access token was sent",
+    "invalid_token": "401: the token is malformed, tampered with or of the wrong kind",
+    "token_expired": "401: the token has expired (refresh the access token)",
+    "token_revoked": "401: the token's login has ended (logout, password change, theft)",
+    "refresh_token_reused": "401: a used refresh token came back: the login was ended",
+    "wrong_credentials": "401: incorrect email or password",
+    "forbidden": "403: this needs an admin account",
+    "wrong_password": "403: current_password is incorrect",
+    "not_found": "404: no such thing, or not hers",
+    "method_not_allowed": "405: the path does not take this method",
+    "request_timeout": "408: the request did not arrive within REQUEST_READ_TIMEOUT_S",
+    "email_taken": "409: an account with this email already exists",
+    "period_overlap": "409: the period overlaps one already logged",
+    "mood_exists": "409: a mood is already logged for that date",
+    "nothing_to_predict_from": "409: a prediction needs a logged period or a profile",
+    "not_enough_data": "409: training needs more logged days",
+    "body_too_large": "413: the body is over MAX_BODY_BYTES",
+    "validation_error": "422: a field breaks a rule; `detail` lists them",
+    "rate_limited": "429: too many requests; wait Retry-After seconds",
+    "internal_error": "500: a bug of ours",
+    "database_unavailable": "503: the database cannot serve now; retry after Retry-After",
+}
+# The code of an error raised without one (Starlette's own 404 and 405).
+STATUS_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+class APIError(HTTPException):
+    """An error a client can act on: its status, its ERROR_CODES `code`, and a `detail` a
+    person understands (never an API path or an internal)."""
+
+    def __init__(
+        self, status_code: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(status_code, detail=detail, headers=dict(headers or {}))
+        self.code = code
+
+
 # ── Tables (SQLAlchemy Core; the DDL itself lives in migrations/ and schema.sql) ────────
 
 metadata = sa.MetaData()
@@ -311,6 +373,7 @@ users = sa.Table(
     sa.Column("role", sa.String(16), nullable=False, server_default="user"),
     _timestamp_column("created_at"),
     _timestamp_column("updated_at"),
+    sa.Column("time_zone", sa.String(TIME_ZONE_MAX_CHARS), nullable=False, server_default="UTC"),
     sa.Index("ix_users_email", "email", unique=True),
 )
 
@@ -326,6 +389,7 @@ logins = sa.Table(
     _timestamp_column("revoked_at", nullable=True),
     sa.Column("revoked_reason", sa.String(32)),
     sa.Column("ip", sa.String(64)),
+    sa.Column("previous_refresh_jti", sa.String(64)),
     sa.Index("ix_logins_login_key", "login_key", unique=True),
     sa.Index("ix_logins_user_id", "user_id"),
 )
@@ -469,6 +533,11 @@ def utc_now() -> dt.datetime:
 
 def format_timestamp(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
+def today_in(time_zone: str) -> dt.date:
+    """Her calendar date now, in her IANA time zone."""
+    return dt.datetime.now(zoneinfo.ZoneInfo(time_zone)).date()
 
 
 def utc_today() -> dt.date:
@@ -989,7 +1058,7 @@ async def fetch_owned(database: Database, table: sa.Table, row_id: int, user_id:
         table.select().where(table.c.id == row_id, table.c.user_id == user_id)
     )
     if row is None:
-        raise HTTPException(404, detail=f"{what} not found")
+        raise APIError(404, "not_found", f"{what} not found")
     return row
 
 
@@ -1291,6 +1360,10 @@ def kept_secret_key(path: Path) -> str:
 class InvalidToken(Exception):
     """A token that is malformed, tampered with, expired or of the wrong purpose."""
 
+    def __init__(self, detail: str, code: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
 
 class TokenSigner:
     """Signs and checks access and refresh tokens.
@@ -1333,11 +1406,11 @@ class TokenSigner:
         try:
             payload = serializer.loads(token, max_age=max_age_s)
         except itsdangerous.SignatureExpired as error:
-            raise InvalidToken("Token has expired") from error
+            raise InvalidToken("Token has expired", "token_expired") from error
         except itsdangerous.BadData as error:
-            raise InvalidToken("Invalid token") from error
+            raise InvalidToken("Invalid token", "invalid_token") from error
         if not isinstance(payload, dict) or set(payload) != set(keys):
-            raise InvalidToken("Invalid token")
+            raise InvalidToken("Invalid token", "invalid_token")
         return payload
 
 
@@ -1364,10 +1437,10 @@ class AuthenticatedUser(BaseUser):
 
 
 class Anonymous(UnauthenticatedUser):
-    """No valid token; `reason` becomes the 401's detail if the route needs one."""
+    """No valid token; `reason` and `code` make the 401 if the route needs one."""
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    def __init__(self, reason: str, code: str) -> None:
+        self.reason, self.code = reason, code
 
 
 class BearerTokenBackend(AuthenticationBackend):
@@ -1375,25 +1448,24 @@ class BearerTokenBackend(AuthenticationBackend):
     that the token's login is still live (logout and password changes revoke logins).
 
     A missing or bad token leaves the request anonymous rather than failing it, so public
-    routes such as /auth/refresh still work for a client that sends a stale token.
+    routes such as /auth/refresh still work for a client that sends a stale token. So does
+    an Authorization header of another scheme (Swagger UI sends `Basic` with the password
+    flow): public routes ignore it, protected ones answer as to no token at all.
     """
 
     async def authenticate(self, connection: HTTPConnection):
-        header = connection.headers.get("Authorization")
-        if header is None:
-            return AuthCredentials(), Anonymous("Not authenticated")
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = connection.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationError("Authorization header must be 'Bearer <access token>'")
+            return AuthCredentials(), Anonymous("Not authenticated", "not_authenticated")
         try:
             payload = connection.app.state.tokens.load_access(token.strip())
         except InvalidToken as error:
-            return AuthCredentials(), Anonymous(str(error))
+            return AuthCredentials(), Anonymous(str(error), error.code)
         row = await connection.app.state.database.fetch_one(
             LIVE_LOGIN_ACCOUNT, {"login_key": payload["lid"], "user_id": payload["uid"]}
         )
         if row is None:
-            return AuthCredentials(), Anonymous("Token has been revoked")
+            return AuthCredentials(), Anonymous("Token has been revoked", "token_revoked")
         account = dict(row)
         login_id = account.pop("login_id")
         return AuthCredentials(["authenticated", row["role"]]), AuthenticatedUser(account, login_id)
@@ -1423,11 +1495,12 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limited(retry_after_s: float, what: str) -> HTTPException:
+def rate_limited(retry_after_s: float, what: str) -> APIError:
     seconds = max(1, math.ceil(retry_after_s))
-    return HTTPException(
+    return APIError(
         429,
-        detail=f"Too many {what}; try again in {seconds} seconds",
+        "rate_limited",
+        f"Too many {what}; try again in {seconds} seconds",
         headers={"Retry-After": str(seconds)},
     )
 
@@ -1636,10 +1709,35 @@ Token = Annotated[
 ]
 
 
+def _known_time_zone(value: str) -> str:
+    if value not in TIME_ZONES:
+        raise PydanticCustomError(
+            "time_zone", "Unknown time zone: use an IANA name such as America/Los_Angeles"
+        )
+    return value
+
+
+TimeZone = Annotated[
+    str,
+    # ~600 names, some of which differ only in punctuation (Etc/GMT+0, Etc/GMT-0, GMT0):
+    # as an enum they would break client generators, so the document names a format.
+    Field(
+        max_length=TIME_ZONE_MAX_CHARS,
+        json_schema_extra={
+            "format": "iana-time-zone",
+            "description": "An IANA time zone name, such as America/Los_Angeles",
+            "examples": ["Europe/Berlin"],
+        },
+    ),
+    AfterValidator(_known_time_zone),
+]
+
+
 class RegisterBody(RequestBody):
     email: Email
     password: NewPassword
     name: Name | None = None
+    time_zone: TimeZone = DEFAULT_TIME_ZONE
 
 
 class LoginBody(RequestBody):
@@ -1673,6 +1771,7 @@ class UserUpdateBody(RequestBody):
     email: Email = None
     password: NewPassword = None
     current_password: GivenPassword = None
+    time_zone: TimeZone = None
 
 
 # Tracking data. Every range is the contract's; the rules that tie fields together
@@ -1690,7 +1789,17 @@ CycleLength = Annotated[int, Field(ge=CYCLE_MIN_DAYS, le=CYCLE_MAX_DAYS), Whole]
 LutealLength = Annotated[int, Field(ge=7, le=20), Whole]
 MensesLength = Annotated[int, Field(ge=1, le=PERIOD_MAX_DAYS), Whole]
 NumberOfPeak = Annotated[int, Field(ge=0, le=10), Whole]
-EnergyLevel = Annotated[int, Field(ge=0, le=2), Whole]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """`true` equals 1 to a Literal; as everywhere else, it is not a number."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# 0 low, 1 medium, 2 high: an enum in the document, so generated clients offer just these.
+EnergyLevel = Annotated[Literal[0, 1, 2], Whole, BeforeValidator(_not_a_boolean)]
 DayOfCycle = Annotated[int, Field(ge=1, le=CYCLE_MAX_DAYS), Whole]
 Notes = Annotated[
     str,
@@ -1734,7 +1843,7 @@ class PeriodUpdateBody(RequestBody):
 
 
 class MoodBody(RequestBody):
-    date: Date = None  # today when left out
+    date: Date = Field(None, description="Left out: her today, in her time zone.")
     energy_level: EnergyLevel
     notes: Notes | None = None
     day_of_cycle: DayOfCycle | None = None
@@ -1763,16 +1872,37 @@ class PredictionQuery(BaseModel):
 
 class ForecastQuery(BaseModel):
     days: int = Field(DEFAULT_FORECAST_DAYS, ge=1, le=MAX_FORECAST_DAYS)
+    date: Date | None = Field(None, description="The first day. Left out: her today.")
 
 
 # Response shapes. Handlers build plain dicts; these models describe them in the OpenAPI
 # document, and the schemathesis run in the tests checks every response against them.
 Phase = Literal["menstrual", "follicular", "ovulatory", "luteal", "late"]
 EnergyLabel = Literal["low", "medium", "high"]
+EnergyLevelOut = Literal[0, 1, 2]
+ModelSource = Literal["personal", "population", "phase_prior"]
+# The candidates of model_candidates, and the prior used when no model is shipped.
+ModelType = Literal["random_forest", "hist_gradient_boosting", "majority", "phase_prior"]
+ErrorCode = Literal[tuple(ERROR_CODES)]
+# Each a component of its own in the document (one type in a generated client, not one per
+# field that uses it).
+DOCUMENTED_ENUMS = {
+    "EnergyLevel": EnergyLevelOut,
+    "EnergyLabel": EnergyLabel,
+    "Phase": Phase,
+    "ModelSource": ModelSource,
+    "ModelType": ModelType,
+    "Role": Literal["user", "admin"],
+    "ErrorCode": ErrorCode,
+}
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    detail: str = Field(description="What went wrong, for people")
+    code: ErrorCode = Field(
+        description="What went wrong, for programs:\n\n"
+        + "\n".join(f"- `{code}` ({meaning})" for code, meaning in ERROR_CODES.items())
+    )
 
 
 class ValidationErrorItem(BaseModel):
@@ -1783,6 +1913,7 @@ class ValidationErrorItem(BaseModel):
 
 class ValidationErrorOut(BaseModel):
     detail: list[ValidationErrorItem]
+    code: Literal["validation_error"]
 
 
 class UserOut(BaseModel):
@@ -1790,6 +1921,7 @@ class UserOut(BaseModel):
     email: str
     name: str | None
     role: Literal["user", "admin"]
+    time_zone: str = Field(description="IANA name: her dates and her today are in it")
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -1830,7 +1962,7 @@ class MoodOut(BaseModel):
     date: dt.date
     day_of_cycle: int | None
     phase: Phase | None
-    energy_level: int
+    energy_level: EnergyLevelOut
     energy_label: EnergyLabel
     notes: str | None
     created_at: dt.datetime
@@ -1840,9 +1972,9 @@ class CycleOut(BaseModel):
     length_estimate: int
     last_period_start: dt.date | None
     next_period_start: dt.date | None
-    next_period_range: list[dt.date] | None
+    next_period_range: tuple[dt.date, dt.date] | None
     days_until_next_period: int | None
-    fertile_window: list[dt.date] | None
+    fertile_window: tuple[dt.date, dt.date] | None
 
 
 class EnergyProbabilitiesOut(BaseModel):
@@ -1852,16 +1984,16 @@ class EnergyProbabilitiesOut(BaseModel):
 
 
 class EnergyOut(BaseModel):
-    level: int
+    level: EnergyLevelOut
     label: EnergyLabel
     confidence: float
     probabilities: EnergyProbabilitiesOut
 
 
 class ModelOut(BaseModel):
-    source: Literal["personal", "population", "phase_prior"]
+    source: ModelSource
     version: int | None
-    type: str
+    type: ModelType
     trained_at: dt.datetime | None
     n_samples: int
     cv_accuracy: float | None
@@ -1881,24 +2013,30 @@ class PredictionHistoryOut(BaseModel):
     date: dt.date
     day_of_cycle: int | None
     phase: Phase | None
-    predicted_level: int
+    predicted_level: EnergyLevelOut
     confidence: float
     model_version: int | None
-    source: Literal["personal", "population", "phase_prior"]
-    actual_level: int | None
+    source: ModelSource
+    actual_level: EnergyLevelOut | None
     hit: bool | None
     created_at: dt.datetime
 
 
 class CandidateScoreOut(BaseModel):
-    type: str
+    type: ModelType
     cv_accuracy: float
+
+
+class RetrainStateOut(BaseModel):
+    state: Literal["queued", "running"]
+    detail: str
 
 
 class ModelSummaryOut(BaseModel):
     version: int
-    type: str
+    type: ModelType
     shipped: bool = Field(description="false when no candidate beat the majority baseline")
+    reason: str | None = Field(description="why it was not shipped, in words for her")
     trained_at: dt.datetime
     n_samples: int
     cv_accuracy: float
@@ -1960,7 +2098,7 @@ async def parse_body(request: Request, schema: type[BaseModel]) -> BaseModel:
         return schema.model_validate_json(body or b"{}")
     except ValidationError as error:
         if any(item["type"] == "json_invalid" for item in error.errors()):
-            raise HTTPException(400, detail="Request body is not valid JSON") from None
+            raise APIError(400, "malformed_body", "Request body is not valid JSON") from None
         raise RequestValidationError(_errors_without_input(error), "body") from None
 
 
@@ -1972,7 +2110,7 @@ async def parse_form(request: Request, schema: type[BaseModel]) -> BaseModel:
     try:
         form = dict(parse_qsl((await request.body()).decode("utf-8")))
     except UnicodeDecodeError:
-        raise HTTPException(400, detail="Form body is not valid UTF-8") from None
+        raise APIError(400, "malformed_body", "Form body is not valid UTF-8") from None
     try:
         return schema.model_validate(form)
     except ValidationError as error:
@@ -1995,6 +2133,7 @@ class Operation:
     query: type[BaseModel] | None
     errors: Mapping[int, str]  # the statuses it answers besides the shared ones
     media_type: str  # of the success response
+    accepted: Any  # the 202 body of work that goes on in the background, if it can
 
 
 def endpoint(
@@ -2007,11 +2146,14 @@ def endpoint(
     query: type[BaseModel] | None = None,
     errors: Mapping[int, str] | None = None,
     media_type: str = "application/json",
+    accepted: type[BaseModel] | None = None,
 ) -> Callable:
     """Declares an endpoint. The wrapper checks the caller (401, or 403 for a non-admin on
     an admin route), validates the query and body against the given models and passes them
     to the handler as `query=` and `body=`; the OpenAPI document is built from the same."""
-    operation = Operation(summary, ok[0], ok[1], auth, body, form, query, errors or {}, media_type)
+    operation = Operation(
+        summary, ok[0], ok[1], auth, body, form, query, errors or {}, media_type, accepted
+    )
 
     def decorate(handler: Callable[..., Awaitable[Response]]) -> Handler:
         @functools.wraps(handler)
@@ -2061,13 +2203,13 @@ async def audit(
 
 async def authorize(request: Request, role: str) -> None:
     if not request.user.is_authenticated:
-        raise HTTPException(401, detail=request.user.reason, headers=BEARER_CHALLENGE)
+        raise APIError(401, request.user.code, request.user.reason, BEARER_CHALLENGE)
     retry_after = request.app.state.request_counter.retry_after(request.user.id, time.monotonic())
     if retry_after is not None:
         raise rate_limited(retry_after, "requests")
     if role == "admin" and request.user.account["role"] != "admin":
         await audit(request, "admin_denied", ok=False, target=request.url.path)
-        raise HTTPException(403, detail="This needs an admin account")
+        raise APIError(403, "forbidden", "This needs an admin account")
 
 
 # ── Cycle calculator (pure functions: no I/O) ───────────────────────────────────────────
@@ -2320,7 +2462,7 @@ class CycleCalendar:
 
 def period_problems(start: dt.date, end: dt.date | None, today: dt.date) -> list[tuple[str, str]]:
     """Rule breaks of one period on its own, as (field, message)."""
-    latest_allowed = today + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
+    latest_allowed = today
     problems = []
     if start > latest_allowed:
         problems.append(
@@ -2491,6 +2633,18 @@ def labelled_days(calendar: CycleCalendar, moods: Iterable[Mapping[str, Any]]):
         cycle = mood_cycle_day(calendar, mood["date"], mood["day_of_cycle"])
         if cycle is not None:
             yield cycle, mood["energy_level"]
+
+
+def not_shipped_reason(shipped: bool, cv_accuracy: float, baseline_accuracy: float) -> str | None:
+    """Why a trained model is not used, in words for her (None when it is)."""
+    if shipped:
+        return None
+    return (
+        f"Not used yet: on days it had not seen, it guessed your energy right "
+        f"{cv_accuracy:.0%} of the time, no better than always guessing your most common "
+        f"level ({baseline_accuracy:.0%}). Your predictions keep using what works better "
+        "until then; each day you log helps."
+    )
 
 
 def days_missing_for_a_model(levels: Sequence[int], min_days: int = PERSONAL_MIN_DAYS) -> int:
@@ -2997,6 +3151,10 @@ class Trainer:
         finally:
             self._running.pop(user_id, None)
 
+    def is_busy(self, user_id: int | None) -> bool:
+        """Whether a background pass over this model is under way in this process."""
+        return user_id in self._running
+
     async def drain(self) -> None:
         """Wait for every scheduled training (at shutdown, and in tests)."""
         while self._running:
@@ -3012,6 +3170,11 @@ async def load_calendar(database: Database, user_id: int) -> CycleCalendar:
         [PeriodSpan(row["start_date"], row["end_date"]) for row in rows],
         await fetch_profile(database, user_id),
     )
+
+
+def her_today(request: Request) -> dt.date:
+    """The signed-in woman's calendar date now, in her own time zone."""
+    return today_in(request.user.account["time_zone"])
 
 
 def path_id(request: Request) -> int:
@@ -3032,7 +3195,7 @@ async def delete_owned(request: Request, table: sa.Table, what: str) -> Response
         .returning(table.c.id)
     )
     if deleted is None:
-        raise HTTPException(404, detail=f"{what} not found")
+        raise APIError(404, "not_found", f"{what} not found")
     return Response(status_code=204)
 
 
@@ -3049,6 +3212,7 @@ def user_json(row: Any) -> dict[str, Any]:
         "email": row["email"],
         "name": row["name"],
         "role": row["role"],
+        "time_zone": row["time_zone"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -3065,7 +3229,7 @@ async def register(request: Request, body: RegisterBody) -> Response:
     await count_against_limit(request, "register_ip", client_ip(request), "new accounts from here")
     database = request.app.state.database
     if await email_taken(database, body.email):
-        raise HTTPException(409, detail="An account with this email already exists")
+        raise APIError(409, "email_taken", "An account with this email already exists")
     password_hash = await hash_password(body.password, request.app.state.settings.bcrypt_rounds)
     now = utc_now()
     try:
@@ -3075,6 +3239,7 @@ async def register(request: Request, body: RegisterBody) -> Response:
                 email=body.email,
                 password_hash=password_hash,
                 name=body.name,
+                time_zone=body.time_zone,
                 role="user",
                 created_at=now,
                 updated_at=now,
@@ -3082,7 +3247,7 @@ async def register(request: Request, body: RegisterBody) -> Response:
             .returning(*users.c)
         )
     except UNIQUE_VIOLATIONS:  # the same email registered concurrently
-        raise HTTPException(409, detail="An account with this email already exists") from None
+        raise APIError(409, "email_taken", "An account with this email already exists") from None
     return APIResponse(user_json(row), status_code=201)
 
 
@@ -3127,7 +3292,7 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Respo
     password_hash = row["password_hash"] if row else request.app.state.dummy_password_hash
     if not await verify_password(body.password, password_hash) or row is None:
         await audit(request, "login", ok=False, user_id=user_id)
-        raise HTTPException(401, detail="Incorrect email or password", headers=BEARER_CHALLENGE)
+        raise APIError(401, "wrong_credentials", "Incorrect email or password", BEARER_CHALLENGE)
     for name, key in taken:
         await refund_hit(request, name, key)
     await audit(request, "login", ok=True, user_id=row["id"])
@@ -3171,14 +3336,14 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
     try:
         payload = tokens.load_refresh(body.refresh_token)
     except InvalidToken as error:
-        raise HTTPException(401, detail=str(error), headers=BEARER_CHALLENGE) from None
+        raise APIError(401, error.code, str(error), BEARER_CHALLENGE) from None
     login_row = await database.fetch_one(
         logins.select().where(
             logins.c.login_key == payload["lid"], logins.c.user_id == payload["uid"]
         )
     )
     if login_row is None or login_row["revoked_at"] is not None:
-        raise HTTPException(401, detail="Token has been revoked", headers=BEARER_CHALLENGE)
+        raise APIError(401, "token_revoked", "Token has been revoked", BEARER_CHALLENGE)
     new_jti = secrets.token_urlsafe(16)
     # Compare-and-swap on the current refresh id: of two uses of one token, only one wins.
     rotated = await database.fetch_one(
@@ -3188,10 +3353,22 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
             logins.c.refresh_jti == payload["jti"],
             logins.c.revoked_at.is_(None),
         )
-        .values(refresh_jti=new_jti, refreshed_at=utc_now())
+        .values(refresh_jti=new_jti, previous_refresh_jti=payload["jti"], refreshed_at=utc_now())
         .returning(logins.c.id)
     )
     if rotated is None:
+        # The row as the winner left it: a token it replaced moments ago gets the same pair.
+        current = await database.fetch_one(logins.select().where(logins.c.id == login_row["id"]))
+        grace = dt.timedelta(seconds=request.app.state.settings.refresh_reuse_grace_s)
+        if (
+            current is not None
+            and current["revoked_at"] is None
+            and current["previous_refresh_jti"] == payload["jti"]
+            and utc_now() - current["refreshed_at"] <= grace
+        ):
+            return APIResponse(
+                tokens.token_pair(payload["uid"], payload["lid"], current["refresh_jti"])
+            )
         await revoke_logins(database, logins.c.id == login_row["id"], "refresh_reuse")
         await audit(
             request,
@@ -3200,28 +3377,49 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
             user_id=payload["uid"],
             target=f"login {login_row['id']}",
         )
-        raise HTTPException(
+        raise APIError(
             401,
-            detail="Refresh token was already used; this login has been signed out everywhere "
+            "refresh_token_reused",
+            "Refresh token was already used; this login has been signed out everywhere "
             "for safety. Please sign in again",
-            headers=BEARER_CHALLENGE,
+            BEARER_CHALLENGE,
         )
     return APIResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
 
 
 @endpoint(
-    "Sign out this login (and the one of the refresh token given)", ok=(204, None), body=LogoutBody
+    "Sign out the login of the access token, of the refresh token given, or both",
+    ok=(204, None),
+    auth=None,
+    body=LogoutBody,
+    errors={401: "Neither a live access token nor a valid refresh token"},
 )
 async def logout(request: Request, body: LogoutBody) -> Response:
-    database = request.app.state.database
-    ended = logins.c.id == request.user.login_id
+    """A refresh token alone ends its login (a client whose access token expired can still
+    sign out); given with an access token, it counts only if it is hers."""
+    signed_in = request.user.is_authenticated
+    user_id = request.user.id if signed_in else None
+    ended = [logins.c.id == request.user.login_id] if signed_in else []
+    refresh_error = None
     if body.refresh_token is not None:
-        with contextlib.suppress(InvalidToken):  # logging out always succeeds
+        try:
             payload = request.app.state.tokens.load_refresh(body.refresh_token)
-            if payload["uid"] == request.user.id:
-                ended = sa.or_(ended, logins.c.login_key == payload["lid"])
-    await revoke_logins(database, sa.and_(logins.c.user_id == request.user.id, ended), "logout")
-    await audit(request, "logout", ok=True)
+        except InvalidToken as error:
+            refresh_error = error
+        else:
+            if user_id in (None, payload["uid"]):
+                user_id = payload["uid"]
+                ended.append(logins.c.login_key == payload["lid"])
+    if not ended:
+        if refresh_error is not None:
+            raise APIError(401, refresh_error.code, str(refresh_error), BEARER_CHALLENGE)
+        raise APIError(401, request.user.code, request.user.reason, BEARER_CHALLENGE)
+    await revoke_logins(
+        request.app.state.database,
+        sa.and_(logins.c.user_id == user_id, sa.or_(*ended)),
+        "logout",
+    )
+    await audit(request, "logout", ok=True, user_id=user_id)
     return Response(status_code=204)
 
 
@@ -3245,6 +3443,8 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
     changes: dict[str, Any] = {}
     if "name" in given:
         changes["name"] = body.name
+    if "time_zone" in given:
+        changes["time_zone"] = body.time_zone
     if given & {"email", "password"}:
         if body.current_password is None:
             raise RequestValidationError(
@@ -3263,10 +3463,10 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
         if not await verify_password(body.current_password, password_hash):
             for field in sorted(given & {"email", "password"}):
                 await audit(request, f"{field}_change", ok=False)
-            raise HTTPException(403, detail="Current password is incorrect")
+            raise APIError(403, "wrong_password", "Current password is incorrect")
     if body.email is not None and body.email != request.user.account["email"]:
         if await email_taken(database, body.email):
-            raise HTTPException(409, detail="An account with this email already exists")
+            raise APIError(409, "email_taken", "An account with this email already exists")
         changes["email"] = body.email
     if body.password is not None:
         changes["password_hash"] = await hash_password(
@@ -3282,7 +3482,7 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
             .returning(*users.c)
         )
     except UNIQUE_VIOLATIONS:
-        raise HTTPException(409, detail="An account with this email already exists") from None
+        raise APIError(409, "email_taken", "An account with this email already exists") from None
     if "password_hash" in changes:
         await revoke_logins(
             database,
@@ -3359,14 +3559,14 @@ def profile_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-NO_PROFILE = "No profile yet: create one with POST /profiles/me"
+NO_PROFILE = "No profile yet: create one first"
 
 
 @endpoint("Her profile", ok=(200, ProfileOut), errors={404: "No profile yet"})
 async def get_profile(request: Request) -> Response:
     profile = await fetch_profile(request.app.state.database, request.user.id)
     if profile is None:
-        raise HTTPException(404, detail=NO_PROFILE)
+        raise APIError(404, "not_found", NO_PROFILE)
     return APIResponse(profile_json(profile))
 
 
@@ -3410,7 +3610,7 @@ async def update_profile(request: Request, body: ProfileUpdateBody) -> Response:
     async with user_write_transaction(database, user_id):
         current = await fetch_profile(database, user_id)
         if current is None:
-            raise HTTPException(404, detail=NO_PROFILE)
+            raise APIError(404, "not_found", NO_PROFILE)
         if problems := profile_problems({**current, **changes}):
             raise rule_errors(problems)
         row = await database.fetch_one(
@@ -3438,10 +3638,12 @@ def period_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, An
     }
 
 
-def overlap_conflict(period: PeriodSpan) -> HTTPException:
+def overlap_conflict(period: PeriodSpan) -> APIError:
     ends = f" to {period.end}" if period.end else " (no end logged yet)"
-    return HTTPException(
-        409, detail=f"This period overlaps the one from {period.start}{ends}; edit that one instead"
+    return APIError(
+        409,
+        "period_overlap",
+        f"This period overlaps the one from {period.start}{ends}; edit that one instead",
     )
 
 
@@ -3459,7 +3661,7 @@ async def list_periods(request: Request, query: ListQuery) -> Response:
     errors={409: "Overlaps a logged period"},
 )
 async def create_period(request: Request, body: PeriodBody) -> Response:
-    if problems := period_problems(body.start_date, body.end_date, utc_today()):
+    if problems := period_problems(body.start_date, body.end_date, her_today(request)):
         raise rule_errors(problems)
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
     try:
@@ -3473,7 +3675,9 @@ async def create_period(request: Request, body: PeriodBody) -> Response:
                 .returning(*period_records.c)
             )
     except UNIQUE_VIOLATIONS:  # the same start logged twice at once
-        raise HTTPException(409, detail="A period starting on that day is already logged") from None
+        raise APIError(
+            409, "period_overlap", "A period starting on that day is already logged"
+        ) from None
     return APIResponse(period_json(row, calendar), status_code=201)
 
 
@@ -3493,7 +3697,7 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Response:
             changes.get("start_date", current["start_date"]),
             changes.get("end_date", current["end_date"]),
         )
-        if problems := period_problems(updated.start, updated.end, utc_today()):
+        if problems := period_problems(updated.start, updated.end, her_today(request)):
             raise rule_errors(problems)
         calendar = await load_calendar(database, user_id)
         if clash := calendar.overlapping(updated, ignore_start=current["start_date"]):
@@ -3531,16 +3735,13 @@ def mood_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]
     }
 
 
-def check_mood_date(date: dt.date) -> None:
-    latest_allowed = utc_today() + dt.timedelta(days=FUTURE_TOLERANCE_DAYS)
-    if date > latest_allowed:
-        raise rule_errors([("date", f"date may not be in the future (after {latest_allowed})")])
+def check_mood_date(date: dt.date, today: dt.date) -> None:
+    if date > today:
+        raise rule_errors([("date", f"date may not be in the future (after {today})")])
 
 
-def mood_conflict(date: dt.date, mood_id: int) -> HTTPException:
-    return HTTPException(
-        409, detail=f"A mood is already logged for {date}; change it with PUT /moods/{mood_id}"
-    )
+def mood_conflict(date: dt.date) -> APIError:
+    return APIError(409, "mood_exists", f"A mood is already logged for {date}; change that one")
 
 
 @endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
@@ -3557,20 +3758,20 @@ async def list_moods(request: Request, query: ListQuery) -> Response:
     errors={409: "A mood is already logged for that date"},
 )
 async def create_mood(request: Request, body: MoodBody) -> Response:
-    fields = {**body.model_dump(), "date": body.date or utc_today()}
-    check_mood_date(fields["date"])
+    fields = {**body.model_dump(), "date": body.date or her_today(request)}
+    check_mood_date(fields["date"], her_today(request))
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
     try:
         async with user_write_transaction(database, user_id):
-            if existing := await mood_on(database, user_id, fields["date"]):
-                raise mood_conflict(fields["date"], existing["id"])
+            if await mood_on(database, user_id, fields["date"]):
+                raise mood_conflict(fields["date"])
             row = await database.fetch_one(
                 daily_moods.insert()
                 .values(user_id=user_id, **fields, created_at=now, updated_at=now)
                 .returning(*daily_moods.c)
             )
     except UNIQUE_VIOLATIONS:
-        raise HTTPException(409, detail=f"A mood is already logged for {fields['date']}") from None
+        raise mood_conflict(fields["date"]) from None
     request.app.state.trainer.schedule(user_id)
     return APIResponse(mood_json(row, await load_calendar(database, user_id)), status_code=201)
 
@@ -3588,9 +3789,9 @@ async def update_mood(request: Request, body: MoodUpdateBody) -> Response:
     async with user_write_transaction(database, user_id):
         current = await fetch_owned(database, daily_moods, mood_id, user_id, "Mood")
         if "date" in changes and changes["date"] != current["date"]:
-            check_mood_date(changes["date"])
-            if existing := await mood_on(database, user_id, changes["date"]):
-                raise mood_conflict(changes["date"], existing["id"])
+            check_mood_date(changes["date"], her_today(request))
+            if await mood_on(database, user_id, changes["date"]):
+                raise mood_conflict(changes["date"])
         row = await database.fetch_one(
             daily_moods.update()
             .where(daily_moods.c.id == mood_id)
@@ -3611,8 +3812,7 @@ async def delete_mood(request: Request) -> Response:
 # ── Handlers: predictions ────────────────────────────────────────────────────────────────
 
 NOTHING_TO_PREDICT_FROM = (
-    "Nothing to predict from yet: log the first day of your last period (POST /periods/) "
-    "or create your profile (POST /profiles/me)"
+    "Nothing to predict from yet: log the first day of your last period, or create your profile"
 )
 
 
@@ -3637,7 +3837,7 @@ async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyMode
     database, user_id = request.app.state.database, request.user.id
     calendar = await load_calendar(database, user_id)
     if not calendar.periods and calendar.profile is None:
-        raise HTTPException(409, detail=NOTHING_TO_PREDICT_FROM)
+        raise APIError(409, "nothing_to_predict_from", NOTHING_TO_PREDICT_FROM)
     return calendar, await active_model(request.app, user_id)
 
 
@@ -3648,9 +3848,9 @@ async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyMode
     errors={409: "Neither a period nor a profile to predict from"},
 )
 async def current_prediction(request: Request, query: PredictionQuery) -> Response:
-    date = query.date or utc_today()
+    today = her_today(request)
+    date = query.date or today
     calendar, model = await prediction_inputs(request)
-    today = utc_today()
     cycle = calendar.cycle_day(date, today)
     [energy] = predict_energy(model, [cycle], calendar.profile)
     prediction = prediction_json(date, cycle, calendar.outlook(date, today), energy)
@@ -3678,10 +3878,10 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Respon
     errors={409: "Neither a period nor a profile to predict from"},
 )
 async def forecast(request: Request, query: ForecastQuery) -> Response:
-    days = query.days
+    today = her_today(request)
+    first = query.date or today
     calendar, model = await prediction_inputs(request)
-    today = utc_today()
-    dates = [today + dt.timedelta(days=offset) for offset in range(days)]
+    dates = [first + dt.timedelta(days=offset) for offset in range(query.days)]
     cycles = [calendar.cycle_day(date, today) for date in dates]
     energies = predict_energy(model, cycles, calendar.profile)  # one batch for all days
     return APIResponse(
@@ -3726,6 +3926,7 @@ def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "version": row["version"],
         "type": row["model_type"],
         "shipped": row["shipped"],
+        "reason": not_shipped_reason(row["shipped"], row["cv_accuracy"], row["baseline_accuracy"]),
         "trained_at": row["trained_at"],
         "n_samples": row["n_samples"],
         "cv_accuracy": row["cv_accuracy"],
@@ -3735,30 +3936,43 @@ def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+RETRAIN_QUEUED = (
+    "Your model is being updated with your latest days right now; this training follows "
+    "it, and your predictions use the result within a minute"
+)
+RETRAIN_RUNNING = (
+    "Your model is being trained right now; your predictions use the result within a minute"
+)
+
+
 @endpoint(
     "Train her energy model now",
     ok=(200, ModelSummaryOut),
-    errors={409: "Too little data (says how many more days to log), or training already"},
+    accepted=RetrainStateOut,
+    errors={409: "Too little data (says how many more days to log)"},
 )
 async def retrain(request: Request) -> Response:
     as_of = utc_now()
     samples = await training_samples(request.app.state.database, request.user.id)
     levels = [level for *_, level in samples]
     if missing := days_missing_for_a_model(levels):
-        raise HTTPException(
+        raise APIError(
             409,
-            detail=f"Log {missing} more day{'s' if missing > 1 else ''} of energy to train "
+            "not_enough_data",
+            f"Log {missing} more day{'s' if missing > 1 else ''} of energy to train "
             f"your own model: it needs {PERSONAL_MIN_DAYS} days whose cycle day is known "
             f"(a period logged before them), with at least {MIN_DISTINCT_LEVELS} different "
             f"levels; you have {len(levels)}",
         )
+    trainer = request.app.state.trainer
+    if trainer.is_busy(request.user.id):  # a background pass: this training follows it
+        trainer.schedule(request.user.id, force=True)
+        return APIResponse({"state": "queued", "detail": RETRAIN_QUEUED}, status_code=202)
     try:
         row = await train_and_store(request.app, request.user.id, samples, as_of)
-        await audit(request, "retrain", ok=True, target=f"model version {row['version']}")
-    except TrainingBusy:
-        raise HTTPException(
-            409, detail="Your model is being trained right now; try again in a few seconds"
-        ) from None
+    except TrainingBusy:  # another worker or instance holds her model's training claim
+        return APIResponse({"state": "running", "detail": RETRAIN_RUNNING}, status_code=202)
+    await audit(request, "retrain", ok=True, target=f"model version {row['version']}")
     return APIResponse(model_json(row))
 
 
@@ -3807,12 +4021,29 @@ async def health_ready(request: Request) -> Response:
     return APIResponse({"status": "ok", "database": "ok", "version": __version__})
 
 
+def _defaults_described(schema: dict[str, Any]) -> dict[str, Any]:
+    """A request schema without `default`s: a field that may be left out is simply not
+    required, and the value the server then uses is said in words. (Generators such as
+    openapi-typescript take a `default` to mean the field is always there, and a
+    `default: null` on a field that refuses null contradicts itself.)"""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and (default := field.pop("default")) is not None:
+            said = f"Left out: {json.dumps(default)}."
+            field["description"] = (
+                f"{field['description']} {said}" if "description" in field else said
+            )
+    return schema
+
+
 def _schema_reference(annotation: Any, mode: str, components: dict[str, Any]) -> dict[str, Any]:
-    """The JSON schema of a model or list of models, its models moved to `components`."""
+    """The JSON schema of a model or list of models, its models moved to `components`;
+    request schemas (mode `validation`) carry no defaults."""
     schema = TypeAdapter(annotation).json_schema(
         mode=mode, ref_template="#/components/schemas/{model}"
     )
     components.update(schema.pop("$defs", {}))
+    if mode == "validation":
+        _defaults_described(schema)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         components[annotation.__name__] = schema
         return {"$ref": f"#/components/schemas/{annotation.__name__}"}
@@ -3842,8 +4073,21 @@ def _operation_document(
             answer(status, description, None)
             if success is not None:
                 responses[str(status)]["content"] = {operation.media_type: {"schema": success}}
+            if typing.get_origin(operation.ok_schema) is list:
+                responses[str(status)]["headers"] = {
+                    "X-Total-Count": {
+                        "description": "How many items match, on every page",
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                }
         else:
             answer(status, description)
+    if operation.accepted is not None:
+        answer(
+            202,
+            "Accepted: the work goes on in the background",
+            _schema_reference(operation.accepted, "serialization", components),
+        )
     if operation.auth is not None:
         answer(
             401,
@@ -3863,8 +4107,11 @@ def _operation_document(
             "Validation error",
             _schema_reference(ValidationErrorOut, "serialization", components),
         )
+    retry_after = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
     if operation.auth is not None or 429 in operation.errors:
-        answer(429, "Rate limited", headers={"Retry-After": {"schema": {"type": "integer"}}})
+        answer(429, "Rate limited", headers=retry_after)
+    if operation.auth is not None or operation.body is not None or 503 in operation.errors:
+        answer(503, "The database is unavailable or too slow", headers=retry_after)
 
     document: dict[str, Any] = {"summary": operation.summary, "responses": responses}
     parameters = (
@@ -3880,7 +4127,7 @@ def _operation_document(
         else []
     )
     if operation.query is not None:
-        query_schema = operation.query.model_json_schema(by_alias=True)
+        query_schema = _defaults_described(operation.query.model_json_schema(by_alias=True))
         for name, field in operation.query.model_fields.items():
             alias = field.alias or name
             parameters.append(
@@ -3896,8 +4143,14 @@ def _operation_document(
     if operation.body is not None:
         content = _json_content(_schema_reference(operation.body, "validation", components))
         if operation.form is not None:
-            form_schema = _schema_reference(operation.form, "validation", components)
-            content["application/x-www-form-urlencoded"] = {"schema": form_schema}
+            # Said in words, not as a second content type: generators make a body that is
+            # JSON or a form into a client that does not import (openapi-python-client 0.29).
+            fields = ", ".join(operation.form.model_fields)
+            document["description"] = (
+                "Also takes the OAuth2 password flow's form "
+                f"(`application/x-www-form-urlencoded`: {fields}), which the docs page's "
+                "Authorize button sends."
+            )
         # A body whose fields are all optional may be left out: it means `{}`.
         required = any(field.is_required() for field in operation.body.model_fields.values())
         document["requestBody"] = {"required": required, "content": content}
@@ -3909,20 +4162,47 @@ def _operation_document(
 API_GROUPS = ("auth", "users", "profiles", "periods", "moods", "predictions", "admin")
 
 
+def _enums_named(document: Any, enums: Mapping[str, Any]) -> Any:
+    """The document with every inline enum of `enums` (name → Literal) replaced by a
+    reference to one component of that name, so generated clients get one type each."""
+    by_values = {tuple(typing.get_args(literal)): name for name, literal in enums.items()}
+
+    def named(node: Any) -> Any:
+        if isinstance(node, list):
+            return [named(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if (name := by_values.get(tuple(node.get("enum", ())))) is not None:
+            return {"$ref": f"#/components/schemas/{name}"} | (
+                {"description": node["description"]} if "description" in node else {}
+            )
+        return {key: named(value) for key, value in node.items()}
+
+    document = named(document)
+    for name, literal in enums.items():
+        values = list(typing.get_args(literal))
+        kind = "integer" if isinstance(values[0], int) else "string"
+        document["components"]["schemas"][name] = {"title": name, "type": kind, "enum": values}
+    document["components"]["schemas"] = dict(sorted(document["components"]["schemas"].items()))
+    return document
+
+
 def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route, from the models the handlers validate with."""
     components: dict[str, Any] = {}
     paths: dict[str, Any] = {}
     for route in routes:
+        if not route.include_in_schema:
+            continue
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
         for method, handler in route.handlers.items():
             document = _operation_document(handler.operation, path, components)
-            slash = "_slash" if path.endswith("/") else ""  # `/periods` and `/periods/`
-            document["operationId"] = re.sub(r"\W+", "_", f"{method} {path}").strip("_") + slash
+            # Stable and unique: the method and the path (`get_periods`, `put_periods_id`).
+            document["operationId"] = re.sub(r"\W+", "_", f"{method} {path}").strip("_")
             group = path.strip("/").split("/")[0]
             document["tags"] = [group if group in API_GROUPS else "service"]
             paths.setdefault(path, {})[method] = document
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "PlanHer",
@@ -3940,6 +4220,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
             },
         },
     }
+    return _enums_named(document, DOCUMENTED_ENUMS)
 
 
 @endpoint("This document", ok=(200, dict[str, Any]), auth=None)
@@ -3947,19 +4228,42 @@ async def openapi_json(request: Request) -> Response:
     return APIResponse(request.app.state.openapi)
 
 
+# Swagger UI is served from the pinned swagger-ui-py package, so /docs works with no network,
+# and its page may run nothing but those files (the Content-Security-Policy says so).
+SWAGGER_UI_DIR = Path(str(importlib.resources.files("swagger_ui") / "static"))
+SWAGGER_UI_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript"}
+SWAGGER_UI_START = (
+    'window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", '
+    "persistAuthorization: true});"
+)
 SWAGGER_UI_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>PlanHer API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
 </head><body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>
-SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});
-</script></body></html>"""
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/assets/start.js"></script>
+</body></html>"""
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @endpoint("Swagger UI for this API", ok=(200, str), auth=None, media_type="text/html")
 async def docs(request: Request) -> Response:
-    return HTMLResponse(SWAGGER_UI_PAGE)
+    return HTMLResponse(
+        SWAGGER_UI_PAGE, headers={"Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
+    )
+
+
+async def docs_asset(request: Request) -> Response:
+    """The docs page's files (not part of the API, so not in its document)."""
+    name = request.path_params["name"]
+    if name == "start.js":
+        return Response(SWAGGER_UI_START, media_type="text/javascript")
+    if name not in SWAGGER_UI_FILES:
+        raise APIError(404, "not_found", "Not found")
+    return FileResponse(SWAGGER_UI_DIR / name, media_type=SWAGGER_UI_FILES[name])
 
 
 # ── Error handlers and middleware ────────────────────────────────────────────────────────
@@ -3968,37 +4272,40 @@ async def docs(request: Request) -> Response:
 STANDARD_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-def error_response(status_code: int, detail: Any, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status_code: int, code: str, detail: Any, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     headers = dict(headers or {})
     if status_code == 401:
         headers.update(BEARER_CHALLENGE)
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+    return JSONResponse({"detail": detail, "code": code}, status_code=status_code, headers=headers)
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
-    return error_response(exc.status_code, exc.detail, exc.headers)
+    code = getattr(exc, "code", None) or STATUS_ERROR_CODES.get(exc.status_code, "not_found")
+    return error_response(exc.status_code, code, exc.detail, exc.headers)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-    return error_response(422, exc.errors)
+    return error_response(422, "validation_error", exc.errors)
 
 
 async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
-    return error_response(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    return error_response(
+        413, "body_too_large", f"Request body is larger than {MAX_BODY_BYTES} bytes"
+    )
 
 
 async def request_read_timeout(request: Request, exc: RequestReadTimeout) -> Response:
     # The rest of the body may still be on its way: the connection cannot serve another.
-    return error_response(408, REQUEST_READ_TIMEOUT_DETAIL, {"Connection": "close"})
+    return error_response(
+        408, "request_timeout", REQUEST_READ_TIMEOUT_DETAIL, {"Connection": "close"}
+    )
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
     # Runs outside the other middleware, so it sets the standard headers itself.
-    return error_response(500, "Internal server error", STANDARD_HEADERS)
-
-
-def authentication_error(connection: HTTPConnection, exc: AuthenticationError) -> Response:
-    return error_response(401, str(exc))
+    return error_response(500, "internal_error", "Internal server error", STANDARD_HEADERS)
 
 
 class ClientAddressMiddleware:
@@ -4069,7 +4376,9 @@ class DatabaseUnavailableMiddleware:
             if response_started:
                 raise
             scope["app"].state.failure_log.record(error)
-            response = error_response(503, str(error), {"Retry-After": str(RETRY_AFTER_S)})
+            response = error_response(
+                503, "database_unavailable", str(error), {"Retry-After": str(RETRY_AFTER_S)}
+            )
             await response(scope, receive, send)
 
 
@@ -4156,7 +4465,9 @@ class BodySizeLimitMiddleware:
             return await self.app(scope, receive, send)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(413, f"Request body is larger than {self.max_bytes} bytes")
+            response = error_response(
+                413, "body_too_large", f"Request body is larger than {self.max_bytes} bytes"
+            )
             return await response(scope, receive, send)
         received = 0
 
@@ -4188,8 +4499,11 @@ def resource(path: str, **handlers: Handler) -> Route:
 
 
 def with_and_without_slash(path: str, **handlers: Handler) -> list[Route]:
-    """`/periods` and `/periods/` are the same resource, and neither redirects."""
-    return [resource(path, **handlers), resource(f"{path}/", **handlers)]
+    """`/periods` and `/periods/` are the same resource, and neither redirects; the document
+    lists it once, as the contract spells it (with the slash)."""
+    twin = resource(path, **handlers)
+    twin.include_in_schema = False
+    return [twin, resource(f"{path}/", **handlers)]
 
 
 ROUTES = [
@@ -4215,6 +4529,7 @@ ROUTES = [
     resource("/health/ready", get=health_ready),
     resource("/openapi.json", get=openapi_json),
     resource("/docs", get=docs),
+    Route("/docs/assets/{name}", docs_asset, include_in_schema=False),
 ]
 
 
@@ -4273,17 +4588,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type"],
-                expose_headers=["X-Total-Count", "Retry-After"],
+                allow_headers=CORS_REQUEST_HEADERS,
+                expose_headers=CORS_EXPOSED_HEADERS,
                 max_age=600,
             ),
             Middleware(DatabaseUnavailableMiddleware),
             Middleware(BodySizeLimitMiddleware),
-            Middleware(
-                AuthenticationMiddleware,
-                backend=BearerTokenBackend(),
-                on_error=authentication_error,
-            ),
+            Middleware(AuthenticationMiddleware, backend=BearerTokenBackend()),
         ],
         exception_handlers={
             HTTPException: http_error,
@@ -4342,7 +4653,9 @@ class RequestReadDeadline(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         if self.bytes_since_armed:
-            body = json.dumps({"detail": REQUEST_READ_TIMEOUT_DETAIL}).encode()
+            body = json.dumps(
+                {"detail": REQUEST_READ_TIMEOUT_DETAIL, "code": "request_timeout"}
+            ).encode()
             head = [
                 "HTTP/1.1 408 Request Timeout",
                 "content-type: application/json",

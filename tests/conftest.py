@@ -198,6 +198,18 @@ def log_generated_history(
     return moods
 
 
+def past_the_reuse_grace(client: TestClient, account: Account) -> None:
+    """Move her logins' last refresh back beyond REFRESH_REUSE_GRACE_S."""
+    long_ago = planher.utc_now() - dt.timedelta(seconds=planher.REFRESH_REUSE_GRACE_S + 1)
+    run(
+        client,
+        client.app.state.database.execute,
+        planher.logins.update()
+        .where(planher.logins.c.user_id == account.user["id"])
+        .values(refreshed_at=long_ago),
+    )
+
+
 def drain_training(client: TestClient) -> None:
     """Wait for the background trainings that the last requests scheduled."""
     client.portal.call(client.app.state.trainer.drain)

@@ -18,6 +18,7 @@ from conftest import (
     log_generated_history,
     login,
     new_email,
+    past_the_reuse_grace,
 )
 
 
@@ -84,7 +85,7 @@ def test_admin_routes_need_a_token_and_the_admin_role(client, account):
         assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
         forbidden = client.get(path, headers=account.headers)
         assert forbidden.status_code == 403
-        assert forbidden.json() == {"detail": "This needs an admin account"}
+        assert forbidden.json() == {"detail": "This needs an admin account", "code": "forbidden"}
 
 
 def test_admins_see_account_fields_and_never_health_data(client, admin, account):
@@ -97,7 +98,7 @@ def test_admins_see_account_fields_and_never_health_data(client, admin, account)
     listed = {user["email"]: user for user in response.json()}
     assert listed[account.email] == account.user
     assert all(
-        set(user) == {"id", "email", "name", "role", "created_at", "updated_at"}
+        set(user) == {"id", "email", "name", "role", "time_zone", "created_at", "updated_at"}
         for user in listed.values()
     )
     assert "private note" not in response.text and "password" not in response.text
@@ -120,6 +121,7 @@ def test_every_security_event_is_audited_without_secrets(client, admin):
     )
     second = login(client, account.email)
     client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    past_the_reuse_grace(client, account)
     client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]})  # reuse
     moved_to = new_email()
     client.put(

@@ -25,6 +25,7 @@ from conftest import (
     login,
     make_settings,
     new_email,
+    past_the_reuse_grace,
     run,
     uvicorn_server,
 )
@@ -45,12 +46,22 @@ def resign(token: str, salt: str, key: str = TEST_SECRET_KEY, age_s: int = 0) ->
     )
 
 
+UNAUTHORIZED_CODES = {
+    "Incorrect email or password": "wrong_credentials",
+    "Not authenticated": "not_authenticated",
+    "Invalid token": "invalid_token",
+    "Token has expired": "token_expired",
+    "Token has been revoked": "token_revoked",
+}
+
+
 def assert_unauthorized(response, detail: str | None = None) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["code"] in planher.ERROR_CODES
     if detail is not None:
-        assert response.json() == {"detail": detail}
+        assert response.json() == {"detail": detail, "code": UNAUTHORIZED_CODES[detail]}
 
 
 # ── register ──
@@ -63,8 +74,8 @@ def test_register_returns_the_user_with_email_trimmed_and_lowercased(client):
     )
     assert response.status_code == 201
     user = response.json()
-    assert set(user) == {"id", "email", "name", "role", "created_at", "updated_at"}
-    assert user["email"] == email
+    assert set(user) == {"id", "email", "name", "role", "time_zone", "created_at", "updated_at"}
+    assert user["email"] == email and user["time_zone"] == "UTC"
     assert user["name"] == "Ada"
     assert user["role"] == "user"
     assert isinstance(user["id"], int)
@@ -223,10 +234,20 @@ def test_auth_me_without_a_token_is_401_with_a_bearer_challenge(client):
     assert_unauthorized(client.get("/auth/me"), "Not authenticated")
 
 
-def test_a_non_bearer_authorization_header_is_a_json_401(client):
-    response = client.get("/auth/me", headers={"Authorization": "Basic dXNlcjpwYXNz"})
-    assert_unauthorized(response)
-    assert "Bearer" in response.json()["detail"]
+SWAGGER_BASIC = {"Authorization": "Basic Og=="}  # what Swagger UI's Authorize sends
+
+
+def test_a_non_bearer_authorization_header_is_ignored_on_public_routes(client, account):
+    assert client.get("/health", headers=SWAGGER_BASIC).status_code == 200
+    body = {"email": account.email, "password": PASSWORD}
+    assert client.post("/auth/login", headers=SWAGGER_BASIC, json=body).status_code == 200
+    form = {"username": account.email, "password": PASSWORD, "grant_type": "password"}
+    assert client.post("/auth/login", headers=SWAGGER_BASIC, data=form).status_code == 200
+
+
+def test_a_non_bearer_authorization_header_is_a_missing_token_on_protected_routes(client):
+    for header in (SWAGGER_BASIC, {"Authorization": "Bearer"}, {"Authorization": "Token x"}):
+        assert_unauthorized(client.get("/auth/me", headers=header), "Not authenticated")
 
 
 def test_a_tampered_access_token_is_401(client, account):
@@ -306,11 +327,46 @@ def test_refresh_rotates_and_the_old_refresh_token_stops_working(client, account
     assert second.status_code == 200
 
 
-def test_reusing_a_refresh_token_revokes_the_whole_login(client, account):
+def test_the_same_refresh_token_again_within_the_grace_gets_the_pair_already_issued(
+    client, account
+):
+    used = account.tokens["refresh_token"]
+    first = client.post("/auth/refresh", json={"refresh_token": used}).json()
+    again = client.post("/auth/refresh", json={"refresh_token": used})
+    assert again.status_code == 200, again.text
+    tokens = client.app.state.tokens
+    assert tokens.load_refresh(again.json()["refresh_token"]) == tokens.load_refresh(
+        first["refresh_token"]
+    )  # the same login and the same refresh id: one pair, signed twice
+    for pair in (first, again.json()):
+        assert client.get("/auth/me", headers=bearer(pair["access_token"])).status_code == 200
+    rotated = client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert rotated.status_code == 200
+
+
+def test_two_tabs_refreshing_with_one_token_at_once_both_stay_signed_in(client, account):
+    used = account.tokens["refresh_token"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(lambda _: client.post("/auth/refresh", json={"refresh_token": used}), range(8))
+        )
+    assert [answer.status_code for answer in answers] == [200] * 8
+    refresh_ids = {
+        client.app.state.tokens.load_refresh(a.json()["refresh_token"])["jti"] for a in answers
+    }
+    assert len(refresh_ids) == 1
+    assert (
+        client.get("/auth/me", headers=bearer(answers[0].json()["access_token"])).status_code == 200
+    )
+
+
+def test_reusing_a_refresh_token_after_the_grace_revokes_the_whole_login(client, account):
     first = client.post("/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]})
     newest = first.json()
+    past_the_reuse_grace(client, account)
     reuse = client.post("/auth/refresh", json={"refresh_token": account.tokens["refresh_token"]})
     assert_unauthorized(reuse)
+    assert reuse.json()["code"] == "refresh_token_reused"
     assert "already used" in reuse.json()["detail"]
     # Every token of that login is dead now, including the thief's fresh pair.
     assert_unauthorized(
@@ -360,7 +416,19 @@ def test_logout_ignores_another_users_refresh_token(client, account):
 
 
 def test_logout_without_a_token_is_401(client):
-    assert_unauthorized(client.post("/auth/logout"))
+    assert_unauthorized(client.post("/auth/logout"), "Not authenticated")
+    assert_unauthorized(
+        client.post("/auth/logout", json={"refresh_token": "not a token"}), "Invalid token"
+    )
+
+
+def test_logout_with_only_a_refresh_token_ends_that_login(client, account):
+    other = login(client, account.email)
+    body = {"refresh_token": account.tokens["refresh_token"]}
+    assert client.post("/auth/logout", json=body).status_code == 204
+    assert_unauthorized(client.get("/auth/me", headers=account.headers), "Token has been revoked")
+    assert_unauthorized(client.post("/auth/refresh", json=body), "Token has been revoked")
+    assert client.get("/auth/me", headers=bearer(other["access_token"])).status_code == 200
 
 
 # ── common passwords ──

@@ -5,6 +5,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -108,7 +109,9 @@ async def describe(database: planher.Database) -> dict:
         for entry in master:
             if entry["tbl_name"] == "schema_migrations":
                 continue
-            schema["exact"].add((entry["type"], entry["name"], " ".join(entry["sql"].split())))
+            # The DDL text, but for the spaces ALTER TABLE … ADD COLUMN leaves before a comma.
+            ddl = re.sub(r" ([,)])", r"\1", " ".join(entry["sql"].split()))
+            schema["exact"].add((entry["type"], entry["name"], ddl))
             if entry["type"] != "table":
                 continue
             table = entry["name"]

@@ -200,8 +200,8 @@ def test_overlap_treats_an_open_period_as_menses_length_days():
 def test_period_problems_name_each_broken_rule():
     today = D
     assert planher.period_problems(D - days(3), D, today) == []
-    assert planher.period_problems(D + days(1), None, today) == []
-    assert [f for f, _ in planher.period_problems(D + days(2), None, today)] == ["start_date"]
+    assert planher.period_problems(D, None, today) == []
+    assert [f for f, _ in planher.period_problems(D + days(1), None, today)] == ["start_date"]
     assert [f for f, _ in planher.period_problems(D, D - days(1), today)] == ["end_date"]
     assert [f for f, _ in planher.period_problems(D - days(20), D - days(5), today)] == ["end_date"]
     assert planher.period_problems(D - days(20), D - days(6), today) == []
@@ -370,3 +370,9 @@ def test_the_demo_generator_is_realistic_and_its_bayes_rate_is_known():
     assert all(26 <= gap <= 32 for gap in gaps)
     assert all(4 <= (p.end - p.start).days + 1 <= 6 for p in periods[:-1])
     assert planher.bayes_rate(["ovulatory", "luteal"]) == pytest.approx((0.80 + 0.65) / 2)
+
+
+def test_a_model_not_shipped_is_explained_in_her_words_and_a_shipped_one_not_at_all():
+    assert planher.not_shipped_reason(True, 0.7, 0.4) is None
+    reason = planher.not_shipped_reason(False, 0.62, 0.65)
+    assert "62%" in reason and "65%" in reason and "most common level" in reason

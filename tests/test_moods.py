@@ -67,22 +67,23 @@ def test_derived_fields_follow_periods_logged_edited_and_deleted_later(client, a
 
 
 def test_one_mood_per_date(client, account):
-    first = add_mood(client, account, date=day(-1), energy_level=1)
+    add_mood(client, account, date=day(-1), energy_level=1)
     response = client.post(
         "/moods/", headers=account.headers, json={"date": day(-1), "energy_level": 2}
     )
     assert response.status_code == 409
-    assert f"PUT /moods/{first['id']}" in response.json()["detail"]
+    assert response.json()["code"] == "mood_exists" and "/" not in response.json()["detail"]
+    assert response.json()["detail"].startswith(f"A mood is already logged for {day(-1)}")
     other = add_mood(client, account, date=day(-2), energy_level=0)
     moved = client.put(f"/moods/{other['id']}", headers=account.headers, json={"date": day(-1)})
     assert moved.status_code == 409
     assert client.get("/moods/", headers=account.headers).headers["X-Total-Count"] == "2"
 
 
-def test_the_date_may_be_tomorrow_but_not_later(client, account):
-    add_mood(client, account, date=day(1), energy_level=1)
+def test_the_date_may_be_her_today_but_not_later(client, account):
+    add_mood(client, account, date=day(0), energy_level=1)
     response = client.post(
-        "/moods/", headers=account.headers, json={"date": day(2), "energy_level": 1}
+        "/moods/", headers=account.headers, json={"date": day(1), "energy_level": 1}
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "date"]
@@ -152,7 +153,7 @@ def test_another_users_mood_is_404_for_every_method_and_stays_unchanged(client, 
         client.delete(path, headers=stranger.headers),
     ):
         assert response.status_code == 404
-        assert response.json() == {"detail": "Mood not found"}
+        assert response.json() == {"detail": "Mood not found", "code": "not_found"}
     assert client.get("/moods/", headers=stranger.headers).json() == []
     assert client.get("/moods/", headers=account.headers).json() == [mood]
     # Her date is not taken for anybody else.

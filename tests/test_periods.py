@@ -54,9 +54,9 @@ def test_cycle_length_is_the_gap_to_the_next_start_and_follows_edits(client, acc
     assert periods_of(client, account)[0]["cycle_length"] is None
 
 
-def test_start_date_may_be_tomorrow_but_not_later(client, account):
-    add_period(client, account, day(1))
-    response = client.post("/periods/", headers=account.headers, json={"start_date": day(2)})
+def test_start_date_may_be_her_today_but_not_later(client, account):
+    add_period(client, account, day(0))
+    response = client.post("/periods/", headers=account.headers, json={"start_date": day(1)})
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "start_date"] and "future" in error["msg"]
@@ -236,7 +236,7 @@ def test_another_users_period_is_404_for_every_method_and_stays_unchanged(client
     delete = client.delete(path, headers=stranger.headers)
     for response in (put, delete):
         assert response.status_code == 404
-        assert response.json() == {"detail": "Period not found"}
+        assert response.json() == {"detail": "Period not found", "code": "not_found"}
     assert client.get("/periods/", headers=stranger.headers).json() == []
     assert client.get("/periods/", headers=stranger.headers).headers["X-Total-Count"] == "0"
     assert periods_of(client, account) == [period]

@@ -71,8 +71,9 @@ def test_without_a_period_or_a_profile_there_is_nothing_to_predict_from(client, 
     for path in ("/predictions/current", "/predictions/forecast"):
         response = client.get(path, headers=account.headers)
         assert response.status_code == 409
-        assert "POST /periods/" in response.json()["detail"]
-        assert "POST /profiles/me" in response.json()["detail"]
+        assert response.json()["code"] == "nothing_to_predict_from"
+        assert "period" in response.json()["detail"] and "profile" in response.json()["detail"]
+        assert "/" not in response.json()["detail"]  # words for her, not API paths
 
 
 def test_with_only_a_profile_the_cycle_is_unknown_and_the_phase_prior_answers(client, account):
@@ -217,12 +218,12 @@ def test_retrain_with_too_little_data_is_409_saying_how_many_more_days(client, a
     response = client.post("/predictions/retrain", headers=account.headers)
     assert response.status_code == 409
     assert "Log 10 more days" in response.json()["detail"]
-    client.post("/periods/", headers=account.headers, json={"start_date": day(-8)})
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-9)})
     log_moods(client, account, {offset: 1 for offset in range(-7, 0)})
     response = client.post("/predictions/retrain", headers=account.headers)
     assert response.status_code == 409
     assert "Log 3 more days" in response.json()["detail"]
-    log_moods(client, account, {-8: 1, 0: 1, 1: 1})  # ten days, but all the same level
+    log_moods(client, account, {-9: 1, -8: 1, 0: 1})  # ten days, but all the same level
     response = client.post("/predictions/retrain", headers=account.headers)
     assert response.status_code == 409
     assert "Log 1 more day " in response.json()["detail"]
@@ -249,9 +250,44 @@ def test_a_training_claim_of_a_process_that_died_is_taken_over_within_a_minute(c
     busy = client.post("/predictions/retrain", headers=account.headers)
     claim(client, subject, seconds_ago=planher.TRAINING_CLAIM_STALE_S + 1)  # killed with -9
     taken_over = client.post("/predictions/retrain", headers=account.headers)
-    assert busy.status_code == 409 and "being trained" in busy.json()["detail"]
+    assert busy.status_code == 202 and busy.json()["state"] == "running", busy.text
     assert taken_over.status_code == 200, taken_over.text
     assert planher.TRAINING_CLAIM_STALE_S < 60
+
+
+def test_retrain_while_a_background_pass_runs_is_202_queued_and_then_trains(client, monkeypatch):
+    account = create_account(client)
+    log_generated_history(client, account, days=30)
+    drain_training(client)
+    versions_before = current(client, account)["model"]["version"]
+    released = planher.asyncio.Event()
+    real_pass = planher.retrain_if_due
+
+    async def a_slow_pass(app, user_id, force=False):
+        if not released.is_set():
+            await released.wait()  # the background pass that a logged mood started
+        await real_pass(app, user_id, force)
+
+    monkeypatch.setattr(planher, "retrain_if_due", a_slow_pass)
+    client.portal.call(client.app.state.trainer.schedule, account.user["id"])
+    queued = client.post("/predictions/retrain", headers=account.headers)
+    assert queued.status_code == 202, queued.text
+    assert queued.json() == {"state": "queued", "detail": planher.RETRAIN_QUEUED}
+    client.portal.call(released.set)
+    drain_training(client)
+    assert current(client, account)["model"]["version"] > (versions_before or 0)
+
+
+def test_a_model_that_does_not_beat_the_baseline_says_why_it_is_not_used(client):
+    account = create_account(client)
+    log_generated_history(client, account, days=30, what=("periods",))
+    levels = {-offset: (2 if offset in (3, 17) else 1) for offset in range(1, 25)}
+    log_moods(client, account, levels)
+    drain_training(client)
+    summary = retrain(client, account)
+    assert summary["shipped"] is False, summary
+    assert "no better than always guessing your most common level" in summary["reason"]
+    assert "/" not in summary["reason"]
 
 
 def test_a_trainer_renews_its_claim_while_it_trains(client, monkeypatch):
@@ -408,7 +444,7 @@ def test_five_new_or_changed_moods_retrain_automatically(client):
     retrain(client, account)  # nothing changed since this one
     versions = lambda: [row["version"] for row in model_rows(client, account.user["id"])]  # noqa: E731
     settled = versions()
-    log_moods(client, account, {1: 2})  # tomorrow is allowed
+    log_moods(client, account, {-35: 2})  # a day before her generated history
     moods = client.get("/moods/?limit=3", headers=account.headers).json()
     for mood in moods[1:]:
         client.put(f"/moods/{mood['id']}", headers=account.headers, json={"energy_level": 0})

@@ -10,7 +10,7 @@ VALID = {"height_cm": 165, "weight_kg": 60}
 def test_no_profile_yet_is_404(client, account):
     response = client.get("/profiles/me", headers=account.headers)
     assert response.status_code == 404
-    assert "POST /profiles/me" in response.json()["detail"]
+    assert response.json() == {"detail": "No profile yet: create one first", "code": "not_found"}
 
 
 def test_create_fills_defaults_and_derives_bmi(client, account):

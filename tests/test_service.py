@@ -4,6 +4,7 @@ Procfile's server cutting off slow clients."""
 import contextlib
 import json
 import logging
+import re
 import socket
 import time
 
@@ -17,6 +18,7 @@ import planher
 from conftest import (
     ON_POSTGRES,
     PASSWORD,
+    ROOT,
     bearer,
     create_account,
     day,
@@ -52,7 +54,7 @@ def test_ready_is_503_with_retry_after_while_liveness_stays_200(client, account)
         run(client, database.connect)
     assert ready.status_code == 503
     assert ready.headers["Retry-After"] == str(planher.RETRY_AFTER_S)
-    assert ready.json() == {"detail": "The database is unavailable"}
+    assert ready.json() == {"detail": "The database is unavailable", "code": "database_unavailable"}
     assert alive.status_code == 200
     assert needs_database.status_code == 503  # from the authentication backend's query
     assert needs_database.headers["Retry-After"] == str(planher.RETRY_AFTER_S)
@@ -62,13 +64,13 @@ def test_ready_is_503_with_retry_after_while_liveness_stays_200(client, account)
 def test_an_unknown_route_is_a_json_404(client):
     response = client.get("/no/such/route")
     assert response.status_code == 404
-    assert response.json() == {"detail": "Not Found"}
+    assert response.json() == {"detail": "Not Found", "code": "not_found"}
 
 
 def test_a_wrong_method_is_a_json_405_with_allow(client):
     response = client.patch("/users/me")
     assert response.status_code == 405
-    assert response.json() == {"detail": "Method Not Allowed"}
+    assert response.json() == {"detail": "Method Not Allowed", "code": "method_not_allowed"}
     assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}
 
 
@@ -77,7 +79,7 @@ def test_malformed_json_is_400(client):
         "/auth/register", content=b'{"email": ', headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json() == {"detail": "Request body is not valid JSON"}
+    assert response.json() == {"detail": "Request body is not valid JSON", "code": "malformed_body"}
 
 
 def test_a_json_body_that_is_not_an_object_is_422(client):
@@ -125,7 +127,7 @@ def test_an_unexpected_exception_is_a_generic_json_500(settings):
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/broken")
     assert response.status_code == 500
-    assert response.json() == {"detail": "Internal server error"}
+    assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
     assert "secret internals" not in response.text
     assert response.headers["Cache-Control"] == "no-store"
 
@@ -143,6 +145,25 @@ def test_cors_preflight_from_the_react_dev_server_is_allowed(client):
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
 
 
+def test_cors_allows_the_headers_frontends_add_and_exposes_the_ones_they_read(client):
+    preflight = client.options(
+        "/moods/",
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization, x-requested-with, cache-control",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    response = client.get("/moods/", headers={"Origin": "http://localhost:5173"})
+    assert response.status_code == 401
+    exposed = {
+        name.strip().lower()
+        for name in response.headers["Access-Control-Expose-Headers"].split(",")
+    }
+    assert {"x-total-count", "retry-after", "www-authenticate"} <= exposed
+
+
 def test_an_unknown_origin_gets_no_cors_headers(client):
     response = client.get("/health", headers={"Origin": "https://evil.example"})
     assert response.status_code == 200
@@ -155,6 +176,8 @@ def test_an_unknown_origin_gets_no_cors_headers(client):
 def mounted_operations(app) -> set[tuple[str, str]]:
     operations = set()
     for route in app.routes:
+        if not route.include_in_schema:  # the docs page's files
+            continue
         path = route.path.replace("{id:int}", "{id}")
         operations |= {(path, method.lower()) for method in route.methods if method != "HEAD"}
     return operations
@@ -177,8 +200,9 @@ def test_the_document_is_openapi_3_1_with_the_oauth2_password_flow(client):
         "$ref": "#/components/schemas/RegisterBody"
     }
     assert set(register["responses"]) >= {"201", "400", "409", "413", "422", "429"}
-    login = document["paths"]["/auth/login"]["post"]["requestBody"]["content"]
-    assert set(login) == {"application/json", "application/x-www-form-urlencoded"}
+    login = document["paths"]["/auth/login"]["post"]
+    assert set(login["requestBody"]["content"]) == {"application/json"}
+    assert "application/x-www-form-urlencoded" in login["description"]  # said in words
     moods = document["paths"]["/moods/"]["get"]
     assert moods["security"] == [{"OAuth2PasswordBearer": []}]
     assert {p["name"] for p in moods["parameters"]} == {"limit", "offset", "from", "to"}
@@ -191,11 +215,55 @@ def test_the_document_is_openapi_3_1_with_the_oauth2_password_flow(client):
     )
 
 
-def test_the_docs_page_is_swagger_ui_for_the_document(client):
-    response = client.get("/docs")
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/html")
-    assert "swagger-ui" in response.text and 'url: "/openapi.json"' in response.text
+def schemas_in(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from schemas_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from schemas_in(item)
+
+
+def test_the_document_is_one_generators_take_as_it_is(client):
+    document = client.get("/openapi.json").json()
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    ids = [operation["operationId"] for operation in operations]
+    assert len(ids) == len(set(ids)) and "get_periods" in ids and "put_moods_id" in ids
+    assert "/moods" not in document["paths"] and "/moods/" in document["paths"]  # once
+    schemas = document["components"]["schemas"]
+    requests = [schemas[name] for name in schemas if name.endswith("Body")]
+    assert requests and not any("default" in s for r in requests for s in schemas_in(r))
+    assert schemas["EnergyLevel"]["enum"] == [0, 1, 2]
+    assert {"Phase", "Role", "ModelType", "ModelSource", "ErrorCode"} <= set(schemas)
+    assert schemas["MoodBody"]["properties"]["energy_level"] == {
+        "$ref": "#/components/schemas/EnergyLevel"
+    }
+    window = schemas["CycleOut"]["properties"]["fertile_window"]["anyOf"][0]
+    assert len(window["prefixItems"]) == 2 and window["minItems"] == window["maxItems"] == 2
+    listed = document["paths"]["/moods/"]["get"]["responses"]
+    assert "X-Total-Count" in listed["200"]["headers"]
+    assert "Retry-After" in listed["429"]["headers"] and "Retry-After" in listed["503"]["headers"]
+    assert "WWW-Authenticate" in listed["401"]["headers"]
+    assert document["paths"]["/predictions/retrain"]["post"]["responses"]["202"]
+
+
+def test_the_docs_page_is_swagger_ui_served_by_the_service_itself(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "http" not in page.text  # nothing from another origin
+    scripts = re.findall(r'<script src="([^"]+)"', page.text)
+    styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page.text)
+    assert "<script>" not in page.text and len(scripts) == 2 and len(styles) == 1
+    for asset in (*scripts, *styles):
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 0, asset
+    start = client.get(scripts[-1]).text
+    assert "SwaggerUIBundle" in start and '"/openapi.json"' in start
+    assert 'PACKAGE_VERSION:"5.' in client.get(scripts[0]).text  # Swagger UI 5 reads 3.1
+    assert client.get("/docs/assets/swagger-editor.js").status_code == 404
 
 
 def test_nothing_sensitive_reaches_the_logs_even_at_debug(client, caplog):
@@ -358,7 +426,10 @@ def test_a_lone_surrogate_in_json_is_malformed_json(client, account):
     ):
         response = send_json(client.post, path, body, account.headers)
         assert response.status_code == 400
-        assert response.json() == {"detail": "Request body is not valid JSON"}
+        assert response.json() == {
+            "detail": "Request body is not valid JSON",
+            "code": "malformed_body",
+        }
 
 
 # ── Slow clients, against the Procfile's server ─────────────────────────────────────────
@@ -419,7 +490,10 @@ def test_headers_that_trickle_past_the_read_timeout_get_408_and_the_connection_c
         )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
-    assert json.loads(body) == {"detail": planher.REQUEST_READ_TIMEOUT_DETAIL}
+    assert json.loads(body) == {
+        "detail": planher.REQUEST_READ_TIMEOUT_DETAIL,
+        "code": "request_timeout",
+    }
     assert time.monotonic() - started < READ_TIMEOUT_S * 3
 
 
@@ -434,7 +508,10 @@ def test_a_body_that_trickles_past_the_read_timeout_gets_408_and_the_connection_
         answer = trickle_until_answered(connection, head + b'{"email": "', b"a")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
-    assert json.loads(body) == {"detail": planher.REQUEST_READ_TIMEOUT_DETAIL}
+    assert json.loads(body) == {
+        "detail": planher.REQUEST_READ_TIMEOUT_DETAIL,
+        "code": "request_timeout",
+    }
 
 
 def test_a_connection_that_never_sends_a_byte_is_closed_without_an_answer(procfile_server):
@@ -455,3 +532,9 @@ def test_neither_the_apps_own_work_nor_an_idle_keep_alive_is_cut_by_the_read_tim
         assert time.monotonic() - started > READ_TIMEOUT_S  # the app did work that long
         time.sleep(READ_TIMEOUT_S * 1.5)  # idle on the same kept-alive connection
         assert http.get("/health").status_code == 200
+
+
+def test_every_error_code_is_listed_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for code in planher.ERROR_CODES:
+        assert f"| `{code}` |" in readme, code

@@ -31,6 +31,78 @@ def test_name_can_be_changed_and_cleared_without_a_password(client, account):
     assert client.get("/users/me", headers=account.headers).json()["name"] is None
 
 
+# ── her own time zone ──
+
+
+def register_in(client, time_zone: str):
+    email = new_email()
+    body = {"email": email, "password": PASSWORD, "time_zone": time_zone}
+    registered = client.post("/auth/register", json=body)
+    assert registered.status_code == 201, registered.text
+    return registered.json(), bearer(login(client, email)["access_token"])
+
+
+def test_a_new_account_is_in_utc_unless_she_gives_her_time_zone(client, account):
+    assert account.user["time_zone"] == "UTC"
+    user, _ = register_in(client, "America/Los_Angeles")
+    assert user["time_zone"] == "America/Los_Angeles"
+
+
+def test_an_unknown_time_zone_is_422_and_changes_nothing(client, account):
+    for zone in ("Mars/Olympus_Mons", "utc+2", "", "../etc/passwd", None, 5):
+        body = {"email": new_email(), "password": PASSWORD, "time_zone": zone}
+        assert client.post("/auth/register", json=body).status_code == 422
+        response = client.put("/users/me", headers=account.headers, json={"time_zone": zone})
+        assert response.status_code == 422, response.text
+    response = client.put("/users/me", headers=account.headers, json={"time_zone": "Mars/X"})
+    assert "IANA" in response.json()["detail"][0]["msg"]
+    assert client.get("/users/me", headers=account.headers).json()["time_zone"] == "UTC"
+
+
+def test_her_time_zone_can_be_changed(client, account):
+    changed = client.put("/users/me", headers=account.headers, json={"time_zone": "Asia/Tokyo"})
+    assert changed.status_code == 200 and changed.json()["time_zone"] == "Asia/Tokyo"
+
+
+# Whatever the hour in UTC, at least one of these is on another date than UTC: 14 hours
+# ahead from 10:00 UTC, 12 hours behind until 12:00 UTC.
+FAR_EAST, FAR_WEST = "Pacific/Kiritimati", "Etc/GMT+12"
+
+
+def test_today_not_in_the_future_and_the_forecast_follow_her_own_date(client):
+    utc_today = planher.utc_today()
+    checked = 0
+    for zone in (FAR_EAST, FAR_WEST):
+        her_today = planher.today_in(zone)
+        if her_today == utc_today:
+            continue
+        checked += 1
+        _, headers = register_in(client, zone)
+        client.post("/periods/", headers=headers, json={"start_date": day(-10)})
+        mood = client.post("/moods/", headers=headers, json={"energy_level": 1})
+        assert mood.json()["date"] == her_today.isoformat()  # a mood without a date
+        tomorrow = (her_today + dt.timedelta(days=1)).isoformat()
+        for response in (
+            client.post("/moods/", headers=headers, json={"date": tomorrow, "energy_level": 1}),
+            client.post("/periods/", headers=headers, json={"start_date": tomorrow}),
+        ):
+            assert response.status_code == 422, response.text
+        assert client.get("/predictions/current", headers=headers).json()["date"] == (
+            her_today.isoformat()
+        )
+        days = client.get("/predictions/forecast?days=3", headers=headers).json()
+        assert [item["date"] for item in days][0] == her_today.isoformat()
+    assert checked >= 1
+
+
+def test_the_forecast_starts_on_the_date_asked_for(client, account):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-10)})
+    response = client.get("/predictions/forecast?days=2&date=2027-03-01", headers=account.headers)
+    assert [item["date"] for item in response.json()] == ["2027-03-01", "2027-03-02"]
+    current = client.get("/predictions/current?date=2027-03-01", headers=account.headers)
+    assert current.json()["date"] == "2027-03-01"
+
+
 def test_update_refuses_unknown_fields_and_wrong_types(client, account):
     response = client.put("/users/me", headers=account.headers, json={"role": "admin", "name": 42})
     assert response.status_code == 422
@@ -54,7 +126,7 @@ def test_email_change_with_a_wrong_current_password_is_403_and_changes_nothing(c
         json={"email": new_email(), "name": "X", "current_password": "wrong password"},
     )
     assert response.status_code == 403
-    assert response.json() == {"detail": "Current password is incorrect"}
+    assert response.json() == {"detail": "Current password is incorrect", "code": "wrong_password"}
     assert client.get("/users/me", headers=account.headers).json() == account.user
 
 
