@@ -61,12 +61,16 @@ import sklearn
 import sqlalchemy as sa
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
+    computed_field,
 )
 from pydantic_core import PydanticCustomError
 from sklearn.dummy import DummyClassifier
@@ -186,6 +190,7 @@ EMAIL_MAX_CHARS = 254
 NAME_MAX_CHARS = 100
 TIME_ZONE_MAX_CHARS = 64
 DEFAULT_TIME_ZONE = "UTC"
+ENERGY_LABELS = ("low", "medium", "high")  # energy_level 0, 1, 2
 # The IANA zones her "today" may be in (the tzdata package carries them where the system
 # has none).
 TIME_ZONES = frozenset(zoneinfo.available_timezones())
@@ -542,27 +547,6 @@ def today_in(time_zone: str) -> dt.date:
 
 def utc_today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return format_timestamp(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-class APIResponse(JSONResponse):
-    """JSON with the contract's dates (`YYYY-MM-DD`) and timestamps (UTC, `Z`)."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(
-            content,
-            default=json_default,
-            ensure_ascii=False,
-            allow_nan=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
 
 
 # ── Database: SQLAlchemy's engines behind one small facade ──────────────────────────────
@@ -1774,6 +1758,25 @@ class UserUpdateBody(RequestBody):
     time_zone: TimeZone = None
 
 
+def round_half_up(value: float, decimals: int) -> float:
+    """Rounding as people do it (72.345 → 72.35), not binary floating point's 72.34."""
+    quantum = decimal.Decimal(1).scaleb(-decimals)
+    return float(decimal.Decimal(repr(value)).quantize(quantum, rounding=decimal.ROUND_HALF_UP))
+
+
+def bmi(height_cm: int, weight_kg: float) -> float:
+    return round_half_up(weight_kg / (height_cm / 100) ** 2, 1)
+
+
+def bmi_category(bmi_value: float) -> str:
+    """The WHO class of the BMI as shown (rounded), so 24.97 shows as 25.0, `overweight`."""
+    if bmi_value < 18.5:
+        return "underweight"
+    if bmi_value < 25:
+        return "normal"
+    return "overweight" if bmi_value < 30 else "obese"
+
+
 # Tracking data. Every range is the contract's; the rules that tie fields together
 # (luteal + menses < cycle, end after start, …) are checked on the merged record instead,
 # because a partial update must obey them too.
@@ -1884,6 +1887,12 @@ ModelSource = Literal["personal", "population", "phase_prior"]
 # The candidates of model_candidates, and the prior used when no model is shipped.
 ModelType = Literal["random_forest", "hist_gradient_boosting", "majority", "phase_prior"]
 ErrorCode = Literal[tuple(ERROR_CODES)]
+# Stored naive in UTC; answered as the contract writes them: `2026-11-24T08:30:00Z`.
+Timestamp = Annotated[
+    dt.datetime,
+    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
 # Each a component of its own in the document (one type in a generated client, not one per
 # field that uses it).
 DOCUMENTED_ENUMS = {
@@ -1922,8 +1931,8 @@ class UserOut(BaseModel):
     name: str | None
     role: Literal["user", "admin"]
     time_zone: str = Field(description="IANA name: her dates and her today are in it")
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class TokenPairOut(BaseModel):
@@ -1941,10 +1950,18 @@ class ProfileOut(BaseModel):
     menses_length: int
     unusual_bleeding: bool
     number_of_peak: int
-    bmi: float
-    bmi_category: Literal["underweight", "normal", "overweight", "obese"]
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @computed_field
+    @property
+    def bmi(self) -> float:
+        return bmi(self.height_cm, self.weight_kg)
+
+    @computed_field
+    @property
+    def bmi_category(self) -> Literal["underweight", "normal", "overweight", "obese"]:
+        return bmi_category(self.bmi)
 
 
 class PeriodOut(BaseModel):
@@ -1952,20 +1969,28 @@ class PeriodOut(BaseModel):
     start_date: dt.date
     end_date: dt.date | None
     notes: str | None
-    length_days: int | None
     cycle_length: int | None = Field(description="days to the next recorded start")
-    created_at: dt.datetime
+    created_at: Timestamp
+
+    @computed_field(description="end - start + 1; null while the end is not logged")
+    @property
+    def length_days(self) -> int | None:
+        return None if self.end_date is None else (self.end_date - self.start_date).days + 1
 
 
 class MoodOut(BaseModel):
     id: int
     date: dt.date
-    day_of_cycle: int | None
+    day_of_cycle: int | None = Field(description="from her periods when they cover the date")
     phase: Phase | None
     energy_level: EnergyLevelOut
-    energy_label: EnergyLabel
     notes: str | None
-    created_at: dt.datetime
+    created_at: Timestamp
+
+    @computed_field
+    @property
+    def energy_label(self) -> EnergyLabel:
+        return ENERGY_LABELS[self.energy_level]
 
 
 class CycleOut(BaseModel):
@@ -1991,10 +2016,11 @@ class EnergyOut(BaseModel):
 
 
 class ModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read off the EnergyModel served
     source: ModelSource
     version: int | None
-    type: ModelType
-    trained_at: dt.datetime | None
+    type: ModelType = Field(validation_alias=AliasChoices("type", "model_type"))
+    trained_at: Timestamp | None
     n_samples: int
     cv_accuracy: float | None
     baseline_accuracy: float | None
@@ -2017,9 +2043,13 @@ class PredictionHistoryOut(BaseModel):
     confidence: float
     model_version: int | None
     source: ModelSource
-    actual_level: EnergyLevelOut | None
-    hit: bool | None
-    created_at: dt.datetime
+    actual_level: EnergyLevelOut | None = Field(description="her mood of that date, once logged")
+    created_at: Timestamp
+
+    @computed_field(description="whether the prediction was right, once her mood is logged")
+    @property
+    def hit(self) -> bool | None:
+        return None if self.actual_level is None else self.actual_level == self.predicted_level
 
 
 class CandidateScoreOut(BaseModel):
@@ -2032,17 +2062,38 @@ class RetrainStateOut(BaseModel):
     detail: str
 
 
+def not_shipped_reason(shipped: bool, cv_accuracy: float, baseline_accuracy: float) -> str | None:
+    """Why a trained model is not used, in words for her (None when it is)."""
+    if shipped:
+        return None
+    return (
+        f"Not used yet: on days it had not seen, it guessed your energy right "
+        f"{cv_accuracy:.0%} of the time, no better than always guessing your most common "
+        f"level ({baseline_accuracy:.0%}). Your predictions keep using what works better "
+        "until then; each day you log helps."
+    )
+
+
+def _json_list(value: Any) -> Any:
+    """`candidates` is stored as JSON text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 class ModelSummaryOut(BaseModel):
     version: int
-    type: ModelType
+    type: ModelType = Field(validation_alias=AliasChoices("type", "model_type"))
     shipped: bool = Field(description="false when no candidate beat the majority baseline")
-    reason: str | None = Field(description="why it was not shipped, in words for her")
-    trained_at: dt.datetime
+    trained_at: Timestamp
     n_samples: int
     cv_accuracy: float
     baseline_accuracy: float
-    candidates: list[CandidateScoreOut]
+    candidates: Annotated[list[CandidateScoreOut], BeforeValidator(_json_list)]
     sklearn_version: str
+
+    @computed_field(description="why it was not shipped, in words for her")
+    @property
+    def reason(self) -> str | None:
+        return not_shipped_reason(self.shipped, self.cv_accuracy, self.baseline_accuracy)
 
 
 class ExportOut(BaseModel):
@@ -2056,7 +2107,7 @@ class ExportOut(BaseModel):
 
 class AuditEventOut(BaseModel):
     id: int
-    at: dt.datetime
+    at: Timestamp
     user_id: int | None
     action: str
     target: str | None
@@ -2136,6 +2187,16 @@ class Operation:
     accepted: Any  # the 202 body of work that goes on in the background, if it can
 
 
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """A handler's answer when its status or headers are not the endpoint's usual ones;
+    otherwise a handler returns the body alone (rows, dicts or models)."""
+
+    body: Any
+    status_code: int
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
 def endpoint(
     summary: str,
     *,
@@ -2154,8 +2215,12 @@ def endpoint(
     operation = Operation(
         summary, ok[0], ok[1], auth, body, form, query, errors or {}, media_type, accepted
     )
+    # The models that document the answers serialize them too.
+    serializers = {} if ok[1] in (None, str) else {ok[0]: TypeAdapter(ok[1])}
+    if accepted is not None:
+        serializers[202] = TypeAdapter(accepted)
 
-    def decorate(handler: Callable[..., Awaitable[Response]]) -> Handler:
+    def decorate(handler: Callable[..., Awaitable[Any]]) -> Handler:
         @functools.wraps(handler)
         async def checked(request: Request) -> Response:
             if auth is not None:
@@ -2169,7 +2234,18 @@ def endpoint(
                 arguments["body"] = await parse_form(request, form)
             elif body is not None:
                 arguments["body"] = await parse_body(request, body)
-            return await handler(request, **arguments)
+            answer = await handler(request, **arguments)
+            if isinstance(answer, Response):
+                return answer
+            if not isinstance(answer, Reply):
+                answer = Reply(answer, ok[0])
+            serializer = serializers.get(answer.status_code) or serializers[ok[0]]
+            return Response(
+                serializer.dump_json(serializer.validate_python(answer.body)),
+                status_code=answer.status_code,
+                headers=dict(answer.headers),
+                media_type="application/json",
+            )
 
         checked.operation = operation
         return checked
@@ -2497,28 +2573,7 @@ def profile_problems(profile: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def round_half_up(value: float, decimals: int) -> float:
-    """Rounding as people do it (72.345 → 72.35), not binary floating point's 72.34."""
-    quantum = decimal.Decimal(1).scaleb(-decimals)
-    return float(decimal.Decimal(repr(value)).quantize(quantum, rounding=decimal.ROUND_HALF_UP))
-
-
-def bmi(height_cm: int, weight_kg: float) -> float:
-    return round_half_up(weight_kg / (height_cm / 100) ** 2, 1)
-
-
-def bmi_category(bmi_value: float) -> str:
-    """The WHO class of the BMI as shown (rounded), so 24.97 shows as 25.0, `overweight`."""
-    if bmi_value < 18.5:
-        return "underweight"
-    if bmi_value < 25:
-        return "normal"
-    return "overweight" if bmi_value < 30 else "obese"
-
-
 # ── Energy models ────────────────────────────────────────────────────────────────────────
-
-ENERGY_LABELS = ("low", "medium", "high")  # energy_level 0, 1, 2
 
 # P(low, medium, high) by phase, served while no model can be: energy tends to be lowest
 # during menses and highest around ovulation. None is "phase unknown".
@@ -2633,18 +2688,6 @@ def labelled_days(calendar: CycleCalendar, moods: Iterable[Mapping[str, Any]]):
         cycle = mood_cycle_day(calendar, mood["date"], mood["day_of_cycle"])
         if cycle is not None:
             yield cycle, mood["energy_level"]
-
-
-def not_shipped_reason(shipped: bool, cv_accuracy: float, baseline_accuracy: float) -> str | None:
-    """Why a trained model is not used, in words for her (None when it is)."""
-    if shipped:
-        return None
-    return (
-        f"Not used yet: on days it had not seen, it guessed your energy right "
-        f"{cv_accuracy:.0%} of the time, no better than always guessing your most common "
-        f"level ({baseline_accuracy:.0%}). Your predictions keep using what works better "
-        "until then; each day you log helps."
-    )
 
 
 def days_missing_for_a_model(levels: Sequence[int], min_days: int = PERSONAL_MIN_DAYS) -> int:
@@ -2765,18 +2808,6 @@ class EnergyModel:
                 by_level = dict(zip(levels, row.tolist(), strict=True))
                 self.answers[key] = tuple(by_level.get(level, 0.0) for level in range(3))
         return [self.answers[key] for key in keys]
-
-    def block(self) -> dict[str, Any]:
-        """The contract's `model` block."""
-        return {
-            "source": self.source,
-            "version": self.version,
-            "type": self.model_type,
-            "trained_at": self.trained_at,
-            "n_samples": self.n_samples,
-            "cv_accuracy": self.cv_accuracy,
-            "baseline_accuracy": self.baseline_accuracy,
-        }
 
 
 PHASE_PRIOR_MODEL = EnergyModel(source="phase_prior")
@@ -3199,23 +3230,11 @@ async def delete_owned(request: Request, table: sa.Table, what: str) -> Response
     return Response(status_code=204)
 
 
-def list_response(items: list[dict[str, Any]], total: int) -> Response:
-    return APIResponse(items, headers={"X-Total-Count": str(total)})
+def list_response(items: list[Any], total: int) -> Reply:
+    return Reply(items, 200, {"X-Total-Count": str(total)})
 
 
 # ── Handlers: auth ───────────────────────────────────────────────────────────────────────
-
-
-def user_json(row: Any) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "email": row["email"],
-        "name": row["name"],
-        "role": row["role"],
-        "time_zone": row["time_zone"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
 
 
 @endpoint(
@@ -3225,7 +3244,7 @@ def user_json(row: Any) -> dict[str, Any]:
     body=RegisterBody,
     errors={409: "An account with this email already exists", 429: "Too many registrations"},
 )
-async def register(request: Request, body: RegisterBody) -> Response:
+async def register(request: Request, body: RegisterBody) -> Any:
     await count_against_limit(request, "register_ip", client_ip(request), "new accounts from here")
     database = request.app.state.database
     if await email_taken(database, body.email):
@@ -3248,7 +3267,7 @@ async def register(request: Request, body: RegisterBody) -> Response:
         )
     except UNIQUE_VIOLATIONS:  # the same email registered concurrently
         raise APIError(409, "email_taken", "An account with this email already exists") from None
-    return APIResponse(user_json(row), status_code=201)
+    return row
 
 
 @endpoint(
@@ -3259,7 +3278,7 @@ async def register(request: Request, body: RegisterBody) -> Response:
     form=OAuth2PasswordForm,
     errors={401: "Incorrect email or password", 429: "Too many attempts"},
 )
-async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Response:
+async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Any:
     """Limits, balanced so that an attacker cannot lock a woman out: at most `login_ip`
     attempts per address; `login_account_ip` failures per account and address; and
     `login_account` failures per account across addresses, which never applies to an
@@ -3296,7 +3315,7 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Respo
     for name, key in taken:
         await refund_hit(request, name, key)
     await audit(request, "login", ok=True, user_id=row["id"])
-    return APIResponse(await start_login(request.app, row["id"], ip))
+    return await start_login(request.app, row["id"], ip)
 
 
 async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
@@ -3331,7 +3350,7 @@ async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
     body=RefreshBody,
     errors={401: "Invalid, expired, revoked or reused refresh token"},
 )
-async def refresh(request: Request, body: RefreshBody) -> Response:
+async def refresh(request: Request, body: RefreshBody) -> Any:
     database, tokens = request.app.state.database, request.app.state.tokens
     try:
         payload = tokens.load_refresh(body.refresh_token)
@@ -3366,9 +3385,7 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
             and current["previous_refresh_jti"] == payload["jti"]
             and utc_now() - current["refreshed_at"] <= grace
         ):
-            return APIResponse(
-                tokens.token_pair(payload["uid"], payload["lid"], current["refresh_jti"])
-            )
+            return tokens.token_pair(payload["uid"], payload["lid"], current["refresh_jti"])
         await revoke_logins(database, logins.c.id == login_row["id"], "refresh_reuse")
         await audit(
             request,
@@ -3384,7 +3401,7 @@ async def refresh(request: Request, body: RefreshBody) -> Response:
             "for safety. Please sign in again",
             BEARER_CHALLENGE,
         )
-    return APIResponse(tokens.token_pair(payload["uid"], payload["lid"], new_jti))
+    return tokens.token_pair(payload["uid"], payload["lid"], new_jti)
 
 
 @endpoint(
@@ -3424,8 +3441,8 @@ async def logout(request: Request, body: LogoutBody) -> Response:
 
 
 @endpoint("The signed-in user", ok=(200, UserOut))
-async def auth_me(request: Request) -> Response:
-    return APIResponse(user_json(request.user.account))
+async def auth_me(request: Request) -> Any:
+    return request.user.account
 
 
 # ── Handlers: users ──────────────────────────────────────────────────────────────────────
@@ -3437,7 +3454,7 @@ async def auth_me(request: Request) -> Response:
     body=UserUpdateBody,
     errors={403: "Current password is incorrect", 409: "Email taken"},
 )
-async def update_me(request: Request, body: UserUpdateBody) -> Response:
+async def update_me(request: Request, body: UserUpdateBody) -> Any:
     database = request.app.state.database
     given = body.model_fields_set
     changes: dict[str, Any] = {}
@@ -3473,7 +3490,7 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
             body.password, request.app.state.settings.bcrypt_rounds
         )
     if not changes:
-        return APIResponse(user_json(request.user.account))
+        return request.user.account
     try:
         row = await database.fetch_one(
             users.update()
@@ -3492,7 +3509,7 @@ async def update_me(request: Request, body: UserUpdateBody) -> Response:
         await audit(request, "password_change", ok=True)
     if "email" in changes:
         await audit(request, "email_change", ok=True)
-    return APIResponse(user_json(row))
+    return row
 
 
 @endpoint("Delete the account and everything it owns", ok=(204, None))
@@ -3504,7 +3521,7 @@ async def delete_me(request: Request) -> Response:
 
 
 @endpoint("Everything the user owns", ok=(200, ExportOut))
-async def export_me(request: Request) -> Response:
+async def export_me(request: Request) -> Any:
     """Everything she owns, and only that: models as metadata, never their bytes."""
     database, user_id = request.app.state.database, request.user.id
 
@@ -3531,16 +3548,14 @@ async def export_me(request: Request) -> Response:
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods], profile
     )
     await audit(request, "export", ok=True)
-    return APIResponse(
-        {
-            "user": user_json(request.user.account),
-            "profile": None if profile is None else profile_json(profile),
-            "periods": [period_json(row, calendar) for row in periods],
-            "moods": [mood_json(row, calendar) for row in moods],
-            "predictions": [history_json(row) for row in served],
-            "models": [model_json(row) for row in models],
-        }
-    )
+    return {
+        "user": request.user.account,
+        "profile": profile,
+        "periods": [period_out(row, calendar) for row in periods],
+        "moods": [mood_out(row, calendar) for row in moods],
+        "predictions": served,
+        "models": models,
+    }
 
 
 # ── Handlers: profiles ───────────────────────────────────────────────────────────────────
@@ -3548,26 +3563,15 @@ async def export_me(request: Request) -> Response:
 PROFILE_FIELDS = tuple(ProfileBody.model_fields)
 
 
-def profile_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    bmi_value = bmi(row["height_cm"], row["weight_kg"])
-    return {
-        **{field: row[field] for field in PROFILE_FIELDS},
-        "bmi": bmi_value,
-        "bmi_category": bmi_category(bmi_value),
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
 NO_PROFILE = "No profile yet: create one first"
 
 
 @endpoint("Her profile", ok=(200, ProfileOut), errors={404: "No profile yet"})
-async def get_profile(request: Request) -> Response:
+async def get_profile(request: Request) -> Any:
     profile = await fetch_profile(request.app.state.database, request.user.id)
     if profile is None:
         raise APIError(404, "not_found", NO_PROFILE)
-    return APIResponse(profile_json(profile))
+    return profile
 
 
 @endpoint(
@@ -3576,7 +3580,7 @@ async def get_profile(request: Request) -> Response:
     body=ProfileBody,
     errors={200: "Replaced"},
 )
-async def create_profile(request: Request, body: ProfileBody) -> Response:
+async def create_profile(request: Request, body: ProfileBody) -> Any:
     fields = body.model_dump()
     if problems := profile_problems(fields):
         raise rule_errors(problems)
@@ -3588,14 +3592,14 @@ async def create_profile(request: Request, body: ProfileBody) -> Response:
                 .values(user_id=user_id, **fields, created_at=now, updated_at=now)
                 .returning(*user_profiles.c)
             )
-            return APIResponse(profile_json(row), status_code=201)
+            return row
         row = await database.fetch_one(
             user_profiles.update()
             .where(user_profiles.c.user_id == user_id)
             .values(**fields, updated_at=now)
             .returning(*user_profiles.c)
         )
-    return APIResponse(profile_json(row))
+    return Reply(row, 200)  # replaced
 
 
 @endpoint(
@@ -3604,7 +3608,7 @@ async def create_profile(request: Request, body: ProfileBody) -> Response:
     body=ProfileUpdateBody,
     errors={404: "No profile yet"},
 )
-async def update_profile(request: Request, body: ProfileUpdateBody) -> Response:
+async def update_profile(request: Request, body: ProfileUpdateBody) -> Any:
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
     async with user_write_transaction(database, user_id):
@@ -3619,23 +3623,15 @@ async def update_profile(request: Request, body: ProfileUpdateBody) -> Response:
             .values(**changes, updated_at=utc_now())
             .returning(*user_profiles.c)
         )
-    return APIResponse(profile_json(row))
+    return row
 
 
 # ── Handlers: periods ────────────────────────────────────────────────────────────────────
 
 
-def period_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
-    start, end = row["start_date"], row["end_date"]
-    return {
-        "id": row["id"],
-        "start_date": start,
-        "end_date": end,
-        "notes": row["notes"],
-        "length_days": None if end is None else (end - start).days + 1,
-        "cycle_length": calendar.cycle_length_from(start),
-        "created_at": row["created_at"],
-    }
+def period_out(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
+    """Her period as stored, with what only her other periods can tell: its cycle length."""
+    return {**row, "cycle_length": calendar.cycle_length_from(row["start_date"])}
 
 
 def overlap_conflict(period: PeriodSpan) -> APIError:
@@ -3648,10 +3644,10 @@ def overlap_conflict(period: PeriodSpan) -> APIError:
 
 
 @endpoint("Her periods, newest first", ok=(200, list[PeriodOut]), query=ListQuery)
-async def list_periods(request: Request, query: ListQuery) -> Response:
+async def list_periods(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(request.app.state.database, PERIODS, query, request.user.id)
     calendar = await load_calendar(request.app.state.database, request.user.id)
-    return list_response([period_json(row, calendar) for row in rows], total)
+    return list_response([period_out(row, calendar) for row in rows], total)
 
 
 @endpoint(
@@ -3660,7 +3656,7 @@ async def list_periods(request: Request, query: ListQuery) -> Response:
     body=PeriodBody,
     errors={409: "Overlaps a logged period"},
 )
-async def create_period(request: Request, body: PeriodBody) -> Response:
+async def create_period(request: Request, body: PeriodBody) -> Any:
     if problems := period_problems(body.start_date, body.end_date, her_today(request)):
         raise rule_errors(problems)
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
@@ -3678,7 +3674,7 @@ async def create_period(request: Request, body: PeriodBody) -> Response:
         raise APIError(
             409, "period_overlap", "A period starting on that day is already logged"
         ) from None
-    return APIResponse(period_json(row, calendar), status_code=201)
+    return period_out(row, calendar)
 
 
 @endpoint(
@@ -3687,7 +3683,7 @@ async def create_period(request: Request, body: PeriodBody) -> Response:
     body=PeriodUpdateBody,
     errors={404: "Period not found", 409: "Overlaps a logged period"},
 )
-async def update_period(request: Request, body: PeriodUpdateBody) -> Response:
+async def update_period(request: Request, body: PeriodUpdateBody) -> Any:
     period_id = path_id(request)
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
@@ -3710,7 +3706,7 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Response:
         )
     moved = [period for period in calendar.periods if period.start != current["start_date"]]
     calendar = CycleCalendar.build([*moved, updated], calendar.profile)
-    return APIResponse(period_json(row, calendar))
+    return period_out(row, calendar)
 
 
 @endpoint("Delete a period", ok=(204, None), errors={404: "Period not found"})
@@ -3721,17 +3717,13 @@ async def delete_period(request: Request) -> Response:
 # ── Handlers: moods ──────────────────────────────────────────────────────────────────────
 
 
-def mood_json(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
+def mood_out(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
+    """Her mood as stored, with its cycle day and phase as her periods now place it."""
     cycle = mood_cycle_day(calendar, row["date"], row["day_of_cycle"])
     return {
-        "id": row["id"],
-        "date": row["date"],
+        **row,
         "day_of_cycle": None if cycle is None else cycle.day_of_cycle,
         "phase": None if cycle is None else cycle.phase,
-        "energy_level": row["energy_level"],
-        "energy_label": ENERGY_LABELS[row["energy_level"]],
-        "notes": row["notes"],
-        "created_at": row["created_at"],
     }
 
 
@@ -3745,10 +3737,10 @@ def mood_conflict(date: dt.date) -> APIError:
 
 
 @endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
-async def list_moods(request: Request, query: ListQuery) -> Response:
+async def list_moods(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(request.app.state.database, MOODS, query, request.user.id)
     calendar = await load_calendar(request.app.state.database, request.user.id)
-    return list_response([mood_json(row, calendar) for row in rows], total)
+    return list_response([mood_out(row, calendar) for row in rows], total)
 
 
 @endpoint(
@@ -3757,7 +3749,7 @@ async def list_moods(request: Request, query: ListQuery) -> Response:
     body=MoodBody,
     errors={409: "A mood is already logged for that date"},
 )
-async def create_mood(request: Request, body: MoodBody) -> Response:
+async def create_mood(request: Request, body: MoodBody) -> Any:
     fields = {**body.model_dump(), "date": body.date or her_today(request)}
     check_mood_date(fields["date"], her_today(request))
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
@@ -3773,7 +3765,7 @@ async def create_mood(request: Request, body: MoodBody) -> Response:
     except UNIQUE_VIOLATIONS:
         raise mood_conflict(fields["date"]) from None
     request.app.state.trainer.schedule(user_id)
-    return APIResponse(mood_json(row, await load_calendar(database, user_id)), status_code=201)
+    return mood_out(row, await load_calendar(database, user_id))
 
 
 @endpoint(
@@ -3782,7 +3774,7 @@ async def create_mood(request: Request, body: MoodBody) -> Response:
     body=MoodUpdateBody,
     errors={404: "Mood not found", 409: "A mood is already logged for that date"},
 )
-async def update_mood(request: Request, body: MoodUpdateBody) -> Response:
+async def update_mood(request: Request, body: MoodUpdateBody) -> Any:
     mood_id = path_id(request)
     changes = body.model_dump(include=body.model_fields_set)
     database, user_id = request.app.state.database, request.user.id
@@ -3799,7 +3791,7 @@ async def update_mood(request: Request, body: MoodUpdateBody) -> Response:
             .returning(*daily_moods.c)
         )
     request.app.state.trainer.schedule(user_id)
-    return APIResponse(mood_json(row, await load_calendar(database, user_id)))
+    return mood_out(row, await load_calendar(database, user_id))
 
 
 @endpoint("Delete a mood", ok=(204, None), errors={404: "Mood not found"})
@@ -3829,7 +3821,7 @@ def prediction_json(
         "phase": None if cycle is None else cycle.phase,
         "cycle": outlook,
         "energy": energy_json(probabilities),
-        "model": model.block(),
+        "model": model,
     }
 
 
@@ -3847,7 +3839,7 @@ async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyMode
     query=PredictionQuery,
     errors={409: "Neither a period nor a profile to predict from"},
 )
-async def current_prediction(request: Request, query: PredictionQuery) -> Response:
+async def current_prediction(request: Request, query: PredictionQuery) -> Any:
     today = her_today(request)
     date = query.date or today
     calendar, model = await prediction_inputs(request)
@@ -3868,7 +3860,7 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Respon
             created_at=utc_now(),
         )
     )
-    return APIResponse(prediction)
+    return prediction
 
 
 @endpoint(
@@ -3877,36 +3869,17 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Respon
     query=ForecastQuery,
     errors={409: "Neither a period nor a profile to predict from"},
 )
-async def forecast(request: Request, query: ForecastQuery) -> Response:
+async def forecast(request: Request, query: ForecastQuery) -> Any:
     today = her_today(request)
     first = query.date or today
     calendar, model = await prediction_inputs(request)
     dates = [first + dt.timedelta(days=offset) for offset in range(query.days)]
     cycles = [calendar.cycle_day(date, today) for date in dates]
     energies = predict_energy(model, cycles, calendar.profile)  # one batch for all days
-    return APIResponse(
-        [
-            prediction_json(date, cycle, calendar.outlook(date, today), energy)
-            for date, cycle, energy in zip(dates, cycles, energies, strict=True)
-        ]
-    )
-
-
-def history_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A served prediction, scored against the mood of its date once there is one."""
-    actual = row["actual_level"]
-    return {
-        "date": row["date"],
-        "day_of_cycle": row["day_of_cycle"],
-        "phase": row["phase"],
-        "predicted_level": row["predicted_level"],
-        "confidence": row["confidence"],
-        "model_version": row["model_version"],
-        "source": row["source"],
-        "actual_level": actual,
-        "hit": None if actual is None else actual == row["predicted_level"],
-        "created_at": row["created_at"],
-    }
+    return [
+        prediction_json(date, cycle, calendar.outlook(date, today), energy)
+        for date, cycle, energy in zip(dates, cycles, energies, strict=True)
+    ]
 
 
 @endpoint(
@@ -3914,26 +3887,11 @@ def history_json(row: Mapping[str, Any]) -> dict[str, Any]:
     ok=(200, list[PredictionHistoryOut]),
     query=ListQuery,
 )
-async def prediction_history(request: Request, query: ListQuery) -> Response:
+async def prediction_history(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(
         request.app.state.database, PREDICTION_HISTORY, query, request.user.id
     )
-    return list_response([history_json(row) for row in rows], total)
-
-
-def model_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "version": row["version"],
-        "type": row["model_type"],
-        "shipped": row["shipped"],
-        "reason": not_shipped_reason(row["shipped"], row["cv_accuracy"], row["baseline_accuracy"]),
-        "trained_at": row["trained_at"],
-        "n_samples": row["n_samples"],
-        "cv_accuracy": row["cv_accuracy"],
-        "baseline_accuracy": row["baseline_accuracy"],
-        "candidates": json.loads(row["candidates"]),
-        "sklearn_version": row["sklearn_version"],
-    }
+    return list_response(rows, total)
 
 
 RETRAIN_QUEUED = (
@@ -3951,7 +3909,7 @@ RETRAIN_RUNNING = (
     accepted=RetrainStateOut,
     errors={409: "Too little data (says how many more days to log)"},
 )
-async def retrain(request: Request) -> Response:
+async def retrain(request: Request) -> Any:
     as_of = utc_now()
     samples = await training_samples(request.app.state.database, request.user.id)
     levels = [level for *_, level in samples]
@@ -3967,13 +3925,13 @@ async def retrain(request: Request) -> Response:
     trainer = request.app.state.trainer
     if trainer.is_busy(request.user.id):  # a background pass: this training follows it
         trainer.schedule(request.user.id, force=True)
-        return APIResponse({"state": "queued", "detail": RETRAIN_QUEUED}, status_code=202)
+        return Reply({"state": "queued", "detail": RETRAIN_QUEUED}, 202)
     try:
         row = await train_and_store(request.app, request.user.id, samples, as_of)
     except TrainingBusy:  # another worker or instance holds her model's training claim
-        return APIResponse({"state": "running", "detail": RETRAIN_RUNNING}, status_code=202)
+        return Reply({"state": "running", "detail": RETRAIN_RUNNING}, 202)
     await audit(request, "retrain", ok=True, target=f"model version {row['version']}")
-    return APIResponse(model_json(row))
+    return row
 
 
 # ── Handlers: admin ──────────────────────────────────────────────────────────────────────
@@ -3985,29 +3943,25 @@ async def retrain(request: Request) -> Response:
     auth="admin",
     query=ListQuery,
 )
-async def admin_users(request: Request, query: ListQuery) -> Response:
+async def admin_users(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(request.app.state.database, ACCOUNTS, query)
-    return list_response([user_json(row) for row in rows], total)
-
-
-def audit_event_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: row[name] for name in ("id", "at", "user_id", "action", "target", "ip", "ok")}
+    return list_response(rows, total)
 
 
 @endpoint(
     "Security events, newest first", ok=(200, list[AuditEventOut]), auth="admin", query=ListQuery
 )
-async def admin_audit(request: Request, query: ListQuery) -> Response:
+async def admin_audit(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(request.app.state.database, AUDIT_EVENTS, query)
-    return list_response([audit_event_json(row) for row in rows], total)
+    return list_response(rows, total)
 
 
 # ── Handlers: service ────────────────────────────────────────────────────────────────────
 
 
 @endpoint("Liveness: the process answers (no database call)", ok=(200, LivenessOut), auth=None)
-async def health(request: Request) -> Response:
-    return APIResponse({"status": "ok", "version": __version__})
+async def health(request: Request) -> Any:
+    return {"status": "ok", "version": __version__}
 
 
 @endpoint(
@@ -4016,9 +3970,9 @@ async def health(request: Request) -> Response:
     auth=None,
     errors={503: "The database is unavailable or too slow"},
 )
-async def health_ready(request: Request) -> Response:
+async def health_ready(request: Request) -> Any:
     await request.app.state.database.check_writable()
-    return APIResponse({"status": "ok", "database": "ok", "version": __version__})
+    return {"status": "ok", "database": "ok", "version": __version__}
 
 
 def _defaults_described(schema: dict[str, Any]) -> dict[str, Any]:
@@ -4225,7 +4179,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
 
 @endpoint("This document", ok=(200, dict[str, Any]), auth=None)
 async def openapi_json(request: Request) -> Response:
-    return APIResponse(request.app.state.openapi)
+    return JSONResponse(request.app.state.openapi)
 
 
 # Swagger UI is served from the pinned swagger-ui-py package, so /docs works with no network,

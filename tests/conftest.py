@@ -231,6 +231,18 @@ def procfile_web_command() -> list[str]:
     return [sys.executable, "-m", *command]
 
 
+def wait_until_answering(url: str, process: subprocess.Popen, why_not) -> None:
+    """Wait (up to a minute) for `url` to answer 200 while `process` lives; `why_not()`
+    says what went wrong otherwise."""
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        assert process.poll() is None and time.monotonic() < deadline, why_not()
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def uvicorn_server(database_url: str, log: Path, workers: int = 1, **environment: str):
     """The Procfile's web process (as many workers as asked) serving planher:app on a free
@@ -256,15 +268,7 @@ def uvicorn_server(database_url: str, log: Path, workers: int = 1, **environment
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_answering(f"{base}/health", server, lambda: log.read_text())
         yield base, server
     finally:
         with contextlib.suppress(ProcessLookupError):

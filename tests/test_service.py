@@ -132,29 +132,28 @@ def test_an_unexpected_exception_is_a_generic_json_500(settings):
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_cors_preflight_from_the_react_dev_server_is_allowed(client):
-    response = client.options(
-        "/auth/login",
+def preflight(client, path: str, origin: str, method: str, headers: str):
+    return client.options(
+        path,
         headers={
-            "Origin": "http://localhost:3000",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Authorization, Content-Type",
+            "Origin": origin,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": headers,
         },
     )
+
+
+def test_cors_preflight_from_the_react_dev_server_is_allowed(client):
+    origin = "http://localhost:3000"
+    response = preflight(client, "/auth/login", origin, "POST", "Authorization, Content-Type")
     assert response.status_code == 200
-    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert response.headers["Access-Control-Allow-Origin"] == origin
 
 
 def test_cors_allows_the_headers_frontends_add_and_exposes_the_ones_they_read(client):
-    preflight = client.options(
-        "/moods/",
-        headers={
-            "Origin": "http://localhost:5173",
-            "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "authorization, x-requested-with, cache-control",
-        },
-    )
-    assert preflight.status_code == 200, preflight.text
+    headers = "authorization, x-requested-with, cache-control"
+    preflight_answer = preflight(client, "/moods/", "http://localhost:5173", "GET", headers)
+    assert preflight_answer.status_code == 200, preflight_answer.text
     response = client.get("/moods/", headers={"Origin": "http://localhost:5173"})
     assert response.status_code == 401
     exposed = {
