@@ -3750,8 +3750,9 @@ async def list_moods(request: Request, query: ListQuery) -> Any:
     errors={409: "A mood is already logged for that date"},
 )
 async def create_mood(request: Request, body: MoodBody) -> Any:
-    fields = {**body.model_dump(), "date": body.date or her_today(request)}
-    check_mood_date(fields["date"], her_today(request))
+    today = her_today(request)
+    fields = {**body.model_dump(), "date": body.date or today}
+    check_mood_date(fields["date"], today)
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
     try:
         async with user_write_transaction(database, user_id):

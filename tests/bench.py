@@ -50,7 +50,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import planher  # noqa: E402
-from conftest import procfile_web_command, temporary_postgres_database  # noqa: E402
+from conftest import (  # noqa: E402
+    free_port,
+    procfile_web_command,
+    temporary_postgres_database,
+)
 
 PASSWORD = "benchmark passphrase"
 SECRET = "benchmark-secret"
@@ -67,12 +71,6 @@ ceiling_app = Starlette(routes=[Route("/ceiling", ceiling_endpoint)])
 
 
 # ── servers and requests ──
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
