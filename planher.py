@@ -8,10 +8,10 @@ cycle, when the next period comes and what energy to expect. The HTTP contract i
 The module reads top to bottom: configuration, tables, the database (SQLAlchemy's engines
 behind a small facade) and the queries that handlers share, migrations, security
 (passwords, tokens, rate limits, audit), validation schemas (and the `@endpoint` decorator
-that validates and documents each handler), the cycle calculator, the energy models and
-their store, the handlers in the contract's order (auth, users, profiles, periods, moods,
-predictions, admin, service), error handlers and middleware, then the app and its command
-line.
+that validates and documents each handler), the cycle calculator, the importers of other
+trackers' files and the calendar feed, the energy models and their store, the handlers in
+the contract's order (auth, users, profiles, periods, moods, predictions, admin, service),
+error handlers and middleware, then the app and its command line.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import bisect
 import collections
 import contextlib
 import contextvars
+import csv
 import dataclasses
 import datetime as dt
 import decimal
@@ -29,6 +30,7 @@ import fcntl
 import functools
 import gc
 import getpass
+import gzip
 import hashlib
 import importlib.resources
 import io
@@ -41,12 +43,19 @@ import os
 import random
 import re
 import secrets
+import shlex
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 import typing
+import xml.sax
+import xml.sax.handler
+import zipfile
+import zlib
 import zoneinfo
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
@@ -54,6 +63,9 @@ from urllib.parse import parse_qsl
 import anyio
 import anyio.to_thread
 import bcrypt
+import defusedxml
+import defusedxml.sax
+import icalendar
 import itsdangerous
 import joblib
 import numpy as np
@@ -86,7 +98,7 @@ from starlette.authentication import (
 )
 from starlette.concurrency import run_in_threadpool
 from starlette.config import Config
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -141,6 +153,18 @@ RETRAIN_PAUSE_S = 60
 POPULATION_RETRAIN_PAUSE_S = 10 * 60
 MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
+# An import is a whole file from another tracker: larger, slower to upload, and unpacked
+# (gzip, zip) only up to a bound of its own, so a small bomb cannot fill the disk or memory.
+IMPORT_MAX_BYTES = 50 * 1024 * 1024
+IMPORT_MAX_UNPACKED_BYTES = 4 * 1024 * 1024 * 1024  # Apple Health's export.xml can be GBs
+IMPORT_MAX_JSON_BYTES = 64 * 1024 * 1024  # a JSON export is parsed whole: bound it
+IMPORT_MAX_COMPRESSION_RATIO = 200  # deflate reaches ~1,000 only on data built to: a bomb
+IMPORT_READ_TIMEOUT_S = 300.0  # 50 MB at ~170 KB/s, a slow mobile upload
+IMPORT_SPOOL_BYTES = 1024 * 1024  # an upload larger than this waits in a temporary file
+IMPORT_REPORT_DATES = 10  # the dates a skipped entry of the report names, at most
+IMPORT_MAX_UNMAPPED_NAMES = 100  # the report counts at most so many names it cannot map
+IMPORT_UNMAPPED_NAME_CHARS = 100
+IMPORT_PATH = "/users/me/import"
 # A request's headers, and then its body, must each arrive within this many seconds, or the
 # client gets 408 and the connection is closed: a client that trickles bytes holds nothing.
 REQUEST_READ_TIMEOUT_S = 15.0
@@ -204,7 +228,20 @@ MAX_LIST_OFFSET = MAX_DATABASE_ID  # no list can hold more rows than there are i
 EARLIEST_DATE = dt.date(1900, 1, 1)
 LATEST_DATE = dt.date(2200, 12, 31)
 
+# Her history on the server: retention_days is null (keep all) or at least this many days,
+# and what is older goes in a sweep at start-up and then every RETENTION_SWEEP_INTERVAL_S.
+RETENTION_MIN_DAYS = 90
+RETENTION_MAX_DAYS = 100 * 366
+RETENTION_SWEEP_INTERVAL_S = 24 * 60 * 60
+RETENTION_RETRY_S = 60
+# The calendar feed: her logged periods, and this many predicted ones with fertile windows.
+CALENDAR_PREDICTED_PERIODS = 6
+CALENDAR_FEED_TOKEN_BYTES = 32
+
 # Cycle arithmetic (all in days).
+# Imported bleeding days with at most this many days between them belong to one period
+# (drip's own rule: one day without bleeding does not end a period).
+BLEEDING_GAP_DAYS = 1
 CYCLE_MIN_DAYS = 15  # a gap between period starts outside these bounds is not one cycle:
 CYCLE_MAX_DAYS = 90  # a missed log, a pregnancy or an illness break
 PERIOD_MAX_DAYS = 15
@@ -279,6 +316,8 @@ class Settings:
     db_pool_size: int = DB_POOL_SIZE
     forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed
     request_read_timeout_s: float = REQUEST_READ_TIMEOUT_S
+    import_max_bytes: int = IMPORT_MAX_BYTES
+    import_max_unpacked_bytes: int = IMPORT_MAX_UNPACKED_BYTES
     rate_limits: Mapping[str, RateLimit] = dataclasses.field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
     )
@@ -331,7 +370,10 @@ ERROR_CODES = {
     "mood_exists": "409: a mood is already logged for that date",
     "nothing_to_predict_from": "409: a prediction needs a logged period or a profile",
     "not_enough_data": "409: training needs more logged days",
-    "body_too_large": "413: the body is over MAX_BODY_BYTES",
+    "body_too_large": "413: the body is over MAX_BODY_BYTES (IMPORT_MAX_BYTES for an import)",
+    "file_too_large": "413: an imported file unpacks to more than IMPORT_MAX_UNPACKED_BYTES",
+    "unknown_format": "422: the imported file is in none of the formats PlanHer reads",
+    "malformed_file": "422: the imported file breaks its format; `detail` says where",
     "validation_error": "422: a field breaks a rule; `detail` lists them",
     "rate_limited": "429: too many requests; wait Retry-After seconds",
     "internal_error": "500: a bug of ours",
@@ -379,6 +421,7 @@ users = sa.Table(
     _timestamp_column("created_at"),
     _timestamp_column("updated_at"),
     sa.Column("time_zone", sa.String(TIME_ZONE_MAX_CHARS), nullable=False, server_default="UTC"),
+    sa.Column("retention_days", sa.Integer),
     sa.Index("ix_users_email", "email", unique=True),
 )
 
@@ -471,6 +514,17 @@ user_models = sa.Table(
     _timestamp_column("trained_at"),
     sa.Column("model_format", sa.Integer, nullable=False, server_default="1"),
     sa.Index("ix_user_models_user_version", "user_id", "version", unique=True),
+)
+
+calendar_feeds = sa.Table(
+    "calendar_feeds",
+    metadata,
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    _timestamp_column("created_at"),
+    sa.Index("ix_calendar_feeds_token_hash", "token_hash", unique=True),
 )
 
 model_training_claims = sa.Table(
@@ -1023,6 +1077,33 @@ async def fetch_periods(database: Database, user_id: int) -> list[dict[str, Any]
     return await database.fetch_all(PERIOD_SPANS_OF, {"user_id": user_id})
 
 
+async def delete_expired_history(database: Database) -> int:
+    """Delete, for each woman who set retention_days, her periods, moods and served
+    predictions older than that (by her own calendar). Returns how many rows went."""
+    deleted = 0
+    for user in await database.fetch_all(
+        sa.select(users.c.id, users.c.time_zone, users.c.retention_days).where(
+            users.c.retention_days.is_not(None)
+        )
+    ):
+        keep_from = today_in(user["time_zone"]) - dt.timedelta(days=user["retention_days"])
+        async with database.transaction():
+            for table, older in (
+                (
+                    period_records,
+                    sa.func.coalesce(period_records.c.end_date, period_records.c.start_date)
+                    < keep_from,
+                ),
+                (daily_moods, daily_moods.c.date < keep_from),
+                (predictions, predictions.c.date < keep_from),
+            ):
+                rows = await database.fetch_all(
+                    table.delete().where(table.c.user_id == user["id"], older).returning(table.c.id)
+                )
+                deleted += len(rows)
+    return deleted
+
+
 @contextlib.asynccontextmanager
 async def user_write_transaction(database: Database, user_id: int):
     """A transaction in which this user's checks-then-writes (overlaps, one mood a day, one
@@ -1564,7 +1645,11 @@ class RequestValidationError(Exception):
 
 
 class BodyTooLarge(Exception):
-    """The request body grew past MAX_BODY_BYTES while being read."""
+    """The request body grew past its limit (MAX_BODY_BYTES) while being read."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.max_bytes = max_bytes
 
 
 class RequestReadTimeout(Exception):
@@ -1717,6 +1802,9 @@ TimeZone = Annotated[
 ]
 
 
+RetentionDays = Annotated[int, Field(ge=RETENTION_MIN_DAYS, le=RETENTION_MAX_DAYS)]
+
+
 class RegisterBody(RequestBody):
     email: Email
     password: NewPassword
@@ -1756,6 +1844,11 @@ class UserUpdateBody(RequestBody):
     password: NewPassword = None
     current_password: GivenPassword = None
     time_zone: TimeZone = None
+    retention_days: RetentionDays | None = Field(
+        None,
+        description=f"Keep only this many days of her history ({RETENTION_MIN_DAYS} at "
+        "least); null keeps everything",
+    )
 
 
 def round_half_up(value: float, decimals: int) -> float:
@@ -1820,6 +1913,9 @@ class ProfileBody(RequestBody):
     menses_length: MensesLength = DEFAULT_MENSES_LENGTH
     unusual_bleeding: bool = False
     number_of_peak: NumberOfPeak = DEFAULT_NUMBER_OF_PEAK
+
+
+PROFILE_FIELDS = tuple(ProfileBody.model_fields)
 
 
 class ProfileUpdateBody(RequestBody):
@@ -1931,6 +2027,10 @@ class UserOut(BaseModel):
     name: str | None
     role: Literal["user", "admin"]
     time_zone: str = Field(description="IANA name: her dates and her today are in it")
+    retention_days: int | None = Field(
+        description="Her periods and moods older than this many days are deleted daily; "
+        "null keeps everything"
+    )
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -2105,6 +2205,58 @@ class ExportOut(BaseModel):
     models: list[ModelSummaryOut]
 
 
+# The formats POST /users/me/import reads (the importers below define each).
+ImportFormat = Literal[
+    "planher", "drip", "clue", "clue_backup", "flo", "mensinator", "periodical", "apple_health"
+]
+
+
+class ImportQuery(BaseModel):
+    format: ImportFormat | None = Field(
+        None, description="The file's format. Left out: recognized from the content."
+    )
+    dry_run: bool = Field(False, description="Report what would be imported; store nothing.")
+
+
+class ImportCountOut(BaseModel):
+    count: int
+    first_date: dt.date | None
+    last_date: dt.date | None
+
+
+class ImportSkippedOut(BaseModel):
+    what: Literal["period", "mood", "profile", "day"]
+    reason: str
+    count: int
+    dates: list[dt.date] = Field(description=f"the first {IMPORT_REPORT_DATES} of them")
+
+
+class ImportProfileOut(BaseModel):
+    found: dict[str, int | float | bool] = Field(
+        description="the profile settings the file carries"
+    )
+    applied: bool = Field(description="whether they made her profile (see `skipped` if not)")
+
+
+class ImportReportOut(BaseModel):
+    format: ImportFormat
+    dry_run: bool
+    periods: ImportCountOut = Field(description="imported (with dry_run: would be)")
+    moods: ImportCountOut = Field(description="imported (with dry_run: would be)")
+    profile: ImportProfileOut | None = Field(description="null: the file has no settings")
+    skipped: list[ImportSkippedOut]
+    unmapped: dict[str, int] = Field(
+        description="what the file holds that PlanHer has no field for, and how often"
+    )
+
+
+class CalendarFeedOut(BaseModel):
+    url: str = Field(
+        description="Her secret iCalendar feed: anyone with it sees her periods and "
+        "predictions, so share it only with her calendar app"
+    )
+
+
 class AuditEventOut(BaseModel):
     id: int
     at: Timestamp
@@ -2185,6 +2337,7 @@ class Operation:
     errors: Mapping[int, str]  # the statuses it answers besides the shared ones
     media_type: str  # of the success response
     accepted: Any  # the 202 body of work that goes on in the background, if it can
+    upload: str | None  # a file as the body: the media types it may come as
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2208,12 +2361,13 @@ def endpoint(
     errors: Mapping[int, str] | None = None,
     media_type: str = "application/json",
     accepted: type[BaseModel] | None = None,
+    upload: str | None = None,
 ) -> Callable:
     """Declares an endpoint. The wrapper checks the caller (401, or 403 for a non-admin on
     an admin route), validates the query and body against the given models and passes them
     to the handler as `query=` and `body=`; the OpenAPI document is built from the same."""
     operation = Operation(
-        summary, ok[0], ok[1], auth, body, form, query, errors or {}, media_type, accepted
+        summary, ok[0], ok[1], auth, body, form, query, errors or {}, media_type, accepted, upload
     )
     # The models that document the answers serialize them too.
     serializers = {} if ok[1] in (None, str) else {ok[0]: TypeAdapter(ok[1])}
@@ -2571,6 +2725,901 @@ def profile_problems(profile: Mapping[str, Any]) -> list[tuple[str, str]]:
             f"({luteal} + {menses} is not less than {cycle})",
         )
     ]
+
+
+# ── Importers: other trackers' files as her history (pure: a file in, a history out) ─────
+#
+# Each format, its source and its mapping rules are in ../shared/formats/README.md. Every
+# importer gives an ImportedHistory; plan_import then decides, against what she already has,
+# what is stored and what is skipped, and why.
+
+
+class UnknownFormat(Exception):
+    """The file is in none of the formats PlanHer reads."""
+
+
+class MalformedFile(Exception):
+    """The file is in a known format but breaks it; the message says where."""
+
+
+class FileTooLarge(Exception):
+    """The file unpacks (gzip, zip) to more than the import's bound."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedPeriod:
+    start: dt.date
+    end: dt.date | None
+    notes: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedMood:
+    date: dt.date
+    energy_level: int
+    notes: str | None = None
+    day_of_cycle: int | None = None
+
+
+class SkipLog:
+    """What an import leaves out, grouped by (what, reason), with the dates concerned."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], list[dt.date | None]] = {}
+
+    def add(self, what: str, reason: str, date: dt.date | None = None) -> None:
+        self.entries.setdefault((what, reason), []).append(date)
+
+    def report(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "what": what,
+                "reason": reason,
+                "count": len(dates),
+                "dates": sorted({date for date in dates if date is not None})[:IMPORT_REPORT_DATES],
+            }
+            for (what, reason), dates in self.entries.items()
+        ]
+
+
+@dataclasses.dataclass
+class ImportedHistory:
+    """What a file holds, in PlanHer's terms, before anything she has is looked at."""
+
+    format: str
+    periods: list[ImportedPeriod] = dataclasses.field(default_factory=list)
+    moods: list[ImportedMood] = dataclasses.field(default_factory=list)
+    profile: dict[str, Any] = dataclasses.field(default_factory=dict)
+    skipped: SkipLog = dataclasses.field(default_factory=SkipLog)
+    unmapped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    def count_unmapped(self, name: str, times: int = 1) -> None:
+        """Count what the file holds that PlanHer has no field for. A file's own names
+        are bounded in number and length: a hostile file cannot grow the report."""
+        name = name[:IMPORT_UNMAPPED_NAME_CHARS]
+        if name not in self.unmapped and len(self.unmapped) >= IMPORT_MAX_UNMAPPED_NAMES:
+            name = "(other names)"
+        self.unmapped[name] += times
+
+
+@dataclasses.dataclass
+class DaySignals:
+    """One day of a tracker's log as PlanHer can use it: bleeding, energy, words."""
+
+    low_energy: bool = False
+    high_energy: bool = False
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+SPOTTING_SKIPPED = "spotting (it never starts or extends a period)"
+NOTE_CONTROL_CHARACTER = re.compile(f"[{NOTE_CONTROL_CHARACTERS}]")
+
+
+def calendar_date(text: Any, where: str) -> dt.date:
+    """The calendar day a tracker wrote, as written: `2025-01-06`, `2025-01-06T00:00:00Z`,
+    `2025-01-06 00:00:00 +0100` and `20250106` are all 6 January, whatever the zone."""
+    if isinstance(text, str):
+        digits = text[:8] if re.fullmatch(r"\d{8}", text) else text[:10].replace("-", "")
+        if re.fullmatch(r"\d{8}", digits) and (len(text) == 8 or text[4:5] == "-"):
+            try:
+                date = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+            except ValueError:
+                pass
+            else:
+                if EARLIEST_DATE <= date <= LATEST_DATE:
+                    return date
+                raise MalformedFile(
+                    f"{where}: dates must be between {EARLIEST_DATE} and {LATEST_DATE}"
+                )
+    raise MalformedFile(f"{where}: not a date (expected YYYY-MM-DD)")
+
+
+def clean_note(text: str) -> str | None:
+    """A note as PlanHer keeps it: no control characters, at most NOTES_MAX_CHARS."""
+    text = NOTE_CONTROL_CHARACTER.sub(" ", text).strip()
+    if len(text) > NOTES_MAX_CHARS:
+        text = text[: NOTES_MAX_CHARS - 1] + "…"
+    return text or None
+
+
+def periods_from_bleeding_days(
+    days: Iterable[dt.date], starts: Iterable[dt.date] = ()
+) -> list[ImportedPeriod]:
+    """Bleeding days grouped into periods: days at most BLEEDING_GAP_DAYS apart are one
+    period, unless the tracker marked a day as a period's first (`starts`)."""
+    marked_starts, periods = set(starts), []
+    for day in sorted(set(days)):
+        if periods and day not in marked_starts:
+            last = periods[-1]
+            if (day - last.end).days <= BLEEDING_GAP_DAYS + 1:
+                periods[-1] = ImportedPeriod(last.start, day)
+                continue
+        periods.append(ImportedPeriod(day, day))
+    return periods
+
+
+def energy_from_signals(low: bool, high: bool) -> int | None:
+    """A day's energy level from a tracker's low and high energy marks (both: medium)."""
+    if low and high:
+        return 1
+    return 0 if low else 2 if high else None
+
+
+def moods_from_days(days: Mapping[dt.date, DaySignals], skipped: SkipLog) -> list[ImportedMood]:
+    """A mood for each day with an energy signal; words alone make no mood."""
+    moods = []
+    for date, day in sorted(days.items()):
+        notes = clean_note("; ".join(dict.fromkeys(note for note in day.notes if note.strip())))
+        level = energy_from_signals(day.low_energy, day.high_energy)
+        if level is not None:
+            moods.append(ImportedMood(date, level, notes))
+        elif notes:
+            skipped.add("day", "notes without an energy level (a mood needs one)", date)
+    return moods
+
+
+def _words(option: str) -> str:
+    return option.replace("_", " ").strip()
+
+
+def _expect(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind):
+        names = {dict: "an object", list: "an array", str: "a string"}
+        raise MalformedFile(f"{where}: expected {names.get(kind, kind.__name__)}")
+    return value
+
+
+def _objects(value: Any, name: str | None) -> Iterator[tuple[str, dict]]:
+    """The objects of the array `name` (None: the whole file), each with where it is."""
+    for index, item in enumerate(_expect(value, list, name or "the file")):
+        where = f"element {index}" if name is None else f"{name}[{index}]"
+        yield where, _expect(item, dict, where)
+
+
+# — PlanHer's own export —
+
+
+def read_planher_export(data: Any) -> ImportedHistory:
+    history = ImportedHistory("planher")
+    _expect(data, dict, "the export")
+    if data.get("profile") is not None:
+        try:
+            history.profile = ProfileBody.model_validate(
+                {name: data["profile"].get(name) for name in PROFILE_FIELDS}, strict=False
+            ).model_dump()
+        except (ValidationError, AttributeError):
+            raise MalformedFile("profile: not a PlanHer profile") from None
+    for where, period in _objects(data.get("periods"), "periods"):
+        end = period.get("end_date")
+        notes = period.get("notes")
+        if notes is not None and not isinstance(notes, str):
+            raise MalformedFile(f"{where}.notes: expected a string")
+        history.periods.append(
+            ImportedPeriod(
+                calendar_date(period.get("start_date"), f"{where}.start_date"),
+                None if end is None else calendar_date(end, f"{where}.end_date"),
+                None if notes is None else clean_note(notes),
+            )
+        )
+    for where, mood in _objects(data.get("moods"), "moods"):
+        level, day, notes = mood.get("energy_level"), mood.get("day_of_cycle"), mood.get("notes")
+        if level not in (0, 1, 2) or isinstance(level, bool):
+            raise MalformedFile(f"{where}.energy_level: expected 0, 1 or 2")
+        if day is not None and (isinstance(day, bool) or day not in range(1, CYCLE_MAX_DAYS + 1)):
+            raise MalformedFile(f"{where}.day_of_cycle: expected 1 to {CYCLE_MAX_DAYS}")
+        if notes is not None and not isinstance(notes, str):
+            raise MalformedFile(f"{where}.notes: expected a string")
+        history.moods.append(
+            ImportedMood(
+                calendar_date(mood.get("date"), f"{where}.date"),
+                level,
+                None if notes is None else clean_note(notes),
+                day,
+            )
+        )
+    for key in ("user", "observations", "predictions", "models"):
+        if data.get(key):
+            history.count_unmapped(key, len(data[key]) if isinstance(data[key], list) else 1)
+    return history
+
+
+# — drip —
+
+DRIP_LOW_ENERGY, DRIP_HIGH_ENERGY = "mood.fatigue", "mood.energetic"
+DRIP_MOOD_WORDS = ("happy", "sad", "stressed", "balanced", "fine", "anxious", "angry", "other")
+DRIP_USED_COLUMNS = frozenset(
+    {"date", "bleeding.value", "bleeding.exclude", "note.value", "mood.note"}
+    | {DRIP_LOW_ENERGY, DRIP_HIGH_ENERGY}
+    | {f"mood.{word}" for word in DRIP_MOOD_WORDS}
+)
+
+
+def read_drip_csv(text: Iterable[str]) -> ImportedHistory:
+    history = ImportedHistory("drip")
+    reader = csv.DictReader(text)
+    if reader.fieldnames is None or not {"date", "bleeding.value"} <= set(reader.fieldnames):
+        raise MalformedFile("line 1: a drip export's header names `date` and `bleeding.value`")
+    bleeding: list[dt.date] = []
+    days: dict[dt.date, DaySignals] = collections.defaultdict(DaySignals)
+    for row in reader:
+        where = f"line {reader.line_num}"
+        if None in row:
+            raise MalformedFile(f"{where}: more cells than the header has columns")
+
+        def flag(column: str, row: dict = row, where: str = where) -> bool:
+            value = (row.get(column) or "").strip()
+            if value not in ("", "true", "false"):
+                raise MalformedFile(f"{where}: {column} must be true or false")
+            return value == "true"
+
+        date = calendar_date(row["date"], f"{where}, date")
+        value = (row.get("bleeding.value") or "").strip()
+        if value not in ("", "0", "1", "2", "3"):
+            raise MalformedFile(f"{where}: bleeding.value must be 0, 1, 2 or 3")
+        if value == "0":
+            history.skipped.add("day", SPOTTING_SKIPPED, date)
+        elif value and flag("bleeding.exclude"):
+            history.skipped.add("day", "bleeding she marked as not her period", date)
+        elif value:
+            bleeding.append(date)
+        day = days[date]
+        day.low_energy, day.high_energy = flag(DRIP_LOW_ENERGY), flag(DRIP_HIGH_ENERGY)
+        day.notes += [row.get("note.value") or "", row.get("mood.note") or ""]
+        day.notes += [word for word in DRIP_MOOD_WORDS if flag(f"mood.{word}")]
+        for column, cell in row.items():
+            if column not in DRIP_USED_COLUMNS and cell not in (None, "", "false"):
+                history.count_unmapped(column)
+    history.periods = periods_from_bleeding_days(bleeding)
+    history.moods = moods_from_days(days, history.skipped)
+    return history
+
+
+# — Clue —
+
+CLUE_BLEEDING = frozenset({"light", "medium", "heavy", "very_heavy"})
+CLUE_LOW_ENERGY = frozenset({"tired", "exhausted"})
+CLUE_HIGH_ENERGY = frozenset({"energetic", "fully_energized"})
+CLUE_NOTE_TYPES = frozenset({"feelings", "mind"})
+
+
+def _options(value: Any, where: str) -> list[str]:
+    entries = value if isinstance(value, list) else [value]
+    options = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("option"), str):
+            raise MalformedFile(f'{where}.value: expected {{"option": …}} entries')
+        options.append(entry["option"])
+    return options
+
+
+def read_clue_measurements(data: Any) -> ImportedHistory:
+    history = ImportedHistory("clue")
+    bleeding: list[dt.date] = []
+    days: dict[dt.date, DaySignals] = collections.defaultdict(DaySignals)
+    for where, entry in _objects(data, None):
+        kind = entry.get("type")
+        if not isinstance(kind, str):
+            raise MalformedFile(f"{where}: no `type`")
+        date = calendar_date(entry.get("date"), f"{where}.date")
+        if kind == "period":
+            option = _options(entry.get("value"), where)[0]
+            if option in CLUE_BLEEDING:
+                bleeding.append(date)
+            else:
+                history.count_unmapped(f"period.{option}")
+        elif kind == "spotting":
+            history.skipped.add("day", SPOTTING_SKIPPED, date)
+        elif kind == "energy":
+            for option in _options(entry.get("value"), where):
+                days[date].low_energy |= option in CLUE_LOW_ENERGY
+                days[date].high_energy |= option in CLUE_HIGH_ENERGY
+                if option not in CLUE_LOW_ENERGY | CLUE_HIGH_ENERGY:
+                    history.count_unmapped(f"energy.{option}")
+        elif kind in CLUE_NOTE_TYPES:
+            days[date].notes += [_words(option) for option in _options(entry.get("value"), where)]
+        else:
+            history.count_unmapped(kind)
+    history.periods = periods_from_bleeding_days(bleeding)
+    history.moods = moods_from_days(days, history.skipped)
+    return history
+
+
+CLUE_BACKUP_BLEEDING = frozenset({"light", "medium", "heavy"})
+CLUE_BACKUP_SETTINGS = {"cycleLength": "cycle_length", "periodLength": "menses_length"}
+
+
+def read_clue_backup(data: Any) -> ImportedHistory:
+    history = ImportedHistory("clue_backup")
+    _expect(data, dict, "the backup")
+    bleeding = []
+    for where, day in _objects(data.get("data"), "data"):
+        date = calendar_date(day.get("day"), f"{where}.day")
+        if day.get("marks_excluded_cycle") is True:
+            history.skipped.add("day", "a day of a cycle she excluded", date)
+            continue
+        flow = day.get("period")
+        if flow in CLUE_BACKUP_BLEEDING:
+            bleeding.append(date)
+        elif flow == "spotting":
+            history.skipped.add("day", SPOTTING_SKIPPED, date)
+        elif flow is not None:
+            raise MalformedFile(f"{where}.period: expected spotting, light, medium or heavy")
+        for key in day.keys() - {"day", "period", "marks_excluded_cycle"}:
+            history.count_unmapped(key)
+    history.periods = periods_from_bleeding_days(bleeding)
+    try:
+        averages = data["settings"]["user_defaults"][0]["defaults"]["user_defined_averages"]
+    except (KeyError, IndexError, TypeError):
+        averages = {}
+    for name, value in averages.items():
+        if name in CLUE_BACKUP_SETTINGS and isinstance(value, int | float):
+            history.profile[CLUE_BACKUP_SETTINGS[name]] = round(value)
+        else:
+            history.count_unmapped(f"settings.{name}")
+    return history
+
+
+# — Flo —
+
+
+def read_flo(data: Any) -> ImportedHistory:
+    history = ImportedHistory("flo")
+    _expect(data, dict, "the export")
+    operational = _expect(data.get("operationalData"), dict, "operationalData")
+    for where, cycle in _objects(operational.get("cycles", []), "cycles"):
+        start = calendar_date(cycle.get("period_start_date"), f"{where}.period_start_date")
+        if cycle.get("pregnant") is True:
+            history.skipped.add("period", "a pregnancy, not a period", start)
+            continue
+        end = cycle.get("period_end_date")
+        history.periods.append(
+            ImportedPeriod(
+                start, None if end is None else calendar_date(end, f"{where}.period_end_date")
+            )
+        )
+    days: dict[dt.date, DaySignals] = collections.defaultdict(DaySignals)
+    events = operational.get("point_events_manual_v2", [])
+    for where, event in _objects(events, "point_events_manual_v2"):
+        category, subcategory = event.get("category"), event.get("subcategory")
+        date_key = "local_date" if "local_date" in event else "date"
+        date = calendar_date(event.get(date_key), f"{where}.{date_key}")
+        if (category, subcategory) == ("Mood", "Energetic"):
+            days[date].high_energy = True
+        elif (category, subcategory) == ("Symptom", "Fatigue"):
+            days[date].low_energy = True
+        elif category == "Mood" and isinstance(subcategory, str):
+            days[date].notes.append(subcategory)
+        else:
+            history.count_unmapped(f"{category}/{subcategory}")
+    for key in data.keys() - {"operationalData"}:
+        history.count_unmapped(key)
+    history.moods = moods_from_days(days, history.skipped)
+    return history
+
+
+# — Mensinator —
+
+
+def read_mensinator(data: Any) -> ImportedHistory:
+    history = ImportedHistory("mensinator")
+    _expect(data, dict, "the export")
+    bleeding = []
+    for where, row in _objects(data.get("periods"), "periods"):
+        bleeding.append(calendar_date(row.get("date"), f"{where}.date"))
+    history.periods = periods_from_bleeding_days(bleeding)
+    symptoms = {
+        row.get("id"): row.get("symptom_name")
+        for row in data.get("symptoms", [])
+        if isinstance(row, dict)
+    }
+    for row in data.get("symptom_date", []):
+        name = symptoms.get(row.get("symptom_id")) if isinstance(row, dict) else None
+        if name not in ("Heavy_Flow", "Medium_Flow", "Light_Flow"):  # flow: the periods say it
+            history.count_unmapped(f"symptom {name}")
+    for key in ("ovulations", "app_settings"):
+        history.count_unmapped(key, len(data.get(key) or []))
+    return history
+
+
+# — Periodical —
+
+PERIODICAL_VERSION = 6
+PERIODICAL_OPTIONS = {"period_length": "menses_length", "luteal_length": "luteal_length"}
+PERIODICAL_LOW_ENERGY, PERIODICAL_HIGH_ENERGY, PERIODICAL_SPOTTING = "20", "21", "19"
+PERIODICAL_MOOD_WORDS = {"22": "sad", "14": "grumpiness", "23": "edgy"}
+
+
+def read_periodical(data: Any) -> ImportedHistory:
+    history = ImportedHistory("periodical")
+    _expect(data, list, "the backup")
+    if not data or not isinstance(data[0], dict) or data[0].get("version") != PERIODICAL_VERSION:
+        raise MalformedFile(
+            f"element 0: a Periodical backup starts with version {PERIODICAL_VERSION}"
+        )
+    tables: dict[str, list] = {}
+    for index, table in enumerate(data[1:], start=1):
+        _expect(table, dict, f"element {index}")
+        for name, rows in table.items():
+            tables[name] = _expect(rows, list, f"element {index}.{name}")
+    bleeding, starts = [], []
+    days: dict[dt.date, DaySignals] = collections.defaultdict(DaySignals)
+    for where, row in _objects(tables.get("data", []), "data"):
+        date = calendar_date(row.get("eventdate"), f"{where}.eventdate")
+        kind = row.get("eventtype")
+        if kind not in ("0", "1", "2"):
+            raise MalformedFile(f"{where}.eventtype: expected 0, 1 or 2")
+        if kind != "0":
+            bleeding.append(date)
+            if kind == "1":
+                starts.append(date)
+    history.periods = periods_from_bleeding_days(bleeding, starts)
+    for where, row in _objects(tables.get("notes", []), "notes"):
+        days[calendar_date(row.get("eventdate"), f"{where}.eventdate")].notes.append(
+            str(row.get("content") or "")
+        )
+    for where, row in _objects(tables.get("symptoms", []), "symptoms"):
+        date, code = calendar_date(row.get("eventdate"), f"{where}.eventdate"), row.get("symptom")
+        if code == PERIODICAL_LOW_ENERGY:
+            days[date].low_energy = True
+        elif code == PERIODICAL_HIGH_ENERGY:
+            days[date].high_energy = True
+        elif code == PERIODICAL_SPOTTING:
+            history.skipped.add("day", SPOTTING_SKIPPED, date)
+        elif code in PERIODICAL_MOOD_WORDS:
+            days[date].notes.append(PERIODICAL_MOOD_WORDS[code])
+        else:
+            history.count_unmapped(f"symptom {code}")
+    for _, row in _objects(tables.get("options", []), "options"):
+        name, value = row.get("name"), row.get("value")
+        if name in PERIODICAL_OPTIONS and isinstance(value, str) and value.isdigit():
+            history.profile[PERIODICAL_OPTIONS[name]] = int(value)
+        else:
+            history.count_unmapped(f"option {name}")
+    history.moods = moods_from_days(days, history.skipped)
+    return history
+
+
+# — Apple Health —
+
+APPLE_BLEEDING_TYPE = "HKCategoryTypeIdentifierMenstrualFlow"
+APPLE_SPOTTING_TYPE = "HKCategoryTypeIdentifierIntermenstrualBleeding"
+APPLE_FLOW_PREFIXES = ("HKCategoryValueMenstrualFlow", "HKCategoryValueVaginalBleeding")
+APPLE_BLEEDING_FLOWS = frozenset({"Light", "Medium", "Heavy", "Unspecified"})
+APPLE_CYCLE_START_KEYS = frozenset({"HKMenstrualCycleStart", "HKMetadataKeyMenstrualCycleStart"})
+
+
+class AppleHealthReader(xml.sax.handler.ContentHandler):
+    """export.xml read as a stream of SAX events: memory holds the bleeding days, never the
+    document (a real export holds every health record of the phone, often gigabytes)."""
+
+    def __init__(self, history: ImportedHistory) -> None:
+        super().__init__()
+        self.history = history
+        self.bleeding: set[dt.date] = set()
+        self.starts: set[dt.date] = set()
+        self.record: dict[str, Any] | None = None
+        self.seen_root = False
+
+    def where(self) -> str:
+        return f"line {self._locator.getLineNumber()}" if self._locator else "the document"
+
+    def startElement(self, name: str, attrs: Any) -> None:  # noqa: N802 (SAX's names)
+        if not self.seen_root:
+            if name != "HealthData":
+                raise MalformedFile(f"{self.where()}: an Apple Health export's root is HealthData")
+            self.seen_root = True
+        elif name == "Record":
+            kind = attrs.get("type")
+            if kind in (APPLE_BLEEDING_TYPE, APPLE_SPOTTING_TYPE):
+                self.record = {"type": kind, "cycle_start": False, **dict(attrs)}
+            else:
+                self.history.count_unmapped(str(kind))
+        elif name == "MetadataEntry" and self.record is not None:
+            if attrs.get("key") in APPLE_CYCLE_START_KEYS and attrs.get("value") == "1":
+                self.record["cycle_start"] = True
+
+    def endElement(self, name: str) -> None:  # noqa: N802 (SAX's names)
+        if name != "Record" or self.record is None:
+            return
+        record, self.record = self.record, None
+        where = self.where()
+        first = calendar_date(record.get("startDate"), f"{where}, startDate")
+        end_text = record.get("endDate") or record.get("startDate")
+        last = calendar_date(end_text, f"{where}, endDate")
+        if last > first and end_text[11:19] == "00:00:00":
+            last -= dt.timedelta(days=1)  # ends at the midnight that starts the next day
+        if (last - first).days >= PERIOD_MAX_DAYS or last < first:
+            raise MalformedFile(f"{where}: a bleeding record from {first} to {last}")
+        days = [first + dt.timedelta(days=offset) for offset in range((last - first).days + 1)]
+        value = record.get("value") or ""
+        flow = next((value[len(p) :] for p in APPLE_FLOW_PREFIXES if value.startswith(p)), None)
+        if record["type"] == APPLE_SPOTTING_TYPE:
+            for day in days:
+                self.history.skipped.add("day", SPOTTING_SKIPPED, day)
+        elif flow in APPLE_BLEEDING_FLOWS:
+            self.bleeding.update(days)
+            if record["cycle_start"]:
+                self.starts.add(first)
+        elif flow != "None":
+            raise MalformedFile(f"{where}: unknown menstrual flow value")
+
+
+def read_apple_health_xml(stream: typing.BinaryIO) -> ImportedHistory:
+    history = ImportedHistory("apple_health")
+    reader = AppleHealthReader(history)
+    parser = defusedxml.sax.make_parser()  # no entities, no external references
+    parser.setFeature(xml.sax.handler.feature_external_ges, False)
+    parser.setContentHandler(reader)
+    try:
+        parser.parse(stream)
+    except xml.sax.SAXParseException as error:
+        raise MalformedFile(f"line {error.getLineNumber()}: not well-formed XML") from None
+    except defusedxml.DefusedXmlException:
+        raise MalformedFile(
+            "the XML declares entities or external references, which PlanHer never expands"
+        ) from None
+    if not reader.seen_root:
+        raise MalformedFile("the document is empty")
+    history.periods = periods_from_bleeding_days(reader.bleeding, reader.starts)
+    return history
+
+
+# — reading a file: containers, detection —
+
+
+class BoundedReader(io.RawIOBase):
+    """A stream that refuses to yield more than `limit` bytes (FileTooLarge): what bounds a
+    decompressed member, whatever its header claims."""
+
+    def __init__(self, stream: typing.BinaryIO, limit: int) -> None:
+        self.stream, self.remaining = stream, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.stream.read(len(buffer))
+        self.remaining -= len(chunk)
+        if self.remaining < 0:
+            raise FileTooLarge()
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+GZIP_MAGIC, ZIP_MAGIC = b"\x1f\x8b", b"PK\x03\x04"
+APPLE_COMPANION_XML = "export_cda.xml"  # Apple's clinical document, beside export.xml
+
+JSON_READERS: dict[str, Callable[[Any], ImportedHistory]] = {
+    "planher": read_planher_export,
+    "clue": read_clue_measurements,
+    "clue_backup": read_clue_backup,
+    "flo": read_flo,
+    "mensinator": read_mensinator,
+    "periodical": read_periodical,
+}
+assert set(JSON_READERS) | {"drip", "apple_health"} == set(typing.get_args(ImportFormat))
+
+
+def json_format(data: Any) -> str | None:
+    """Which tracker wrote this JSON, by its shape."""
+    if isinstance(data, dict):
+        if {"user", "periods", "moods"} <= data.keys():
+            return "planher"
+        if "operationalData" in data:
+            return "flo"
+        if "periods" in data and data.keys() & {"symptom_date", "symptoms", "app_settings"}:
+            return "mensinator"
+        if isinstance(data.get("data"), list) and data.keys() & {"settings", "environment"}:
+            return "clue_backup"
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        if "version" in data[0]:
+            return "periodical"
+        if {"type", "date"} <= data[0].keys():
+            return "clue"
+    return None
+
+
+def _load_json(stream: typing.BinaryIO) -> Any:
+    text = BoundedReader(stream, IMPORT_MAX_JSON_BYTES).read()
+    try:
+        return json.loads(text.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise MalformedFile("the file is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise MalformedFile(
+            f"line {error.lineno}, column {error.colno}: not valid JSON ({error.msg})"
+        ) from None
+
+
+def _export_xml_of(archive: zipfile.ZipFile, max_unpacked: int) -> zipfile.ZipInfo:
+    members = [
+        member
+        for member in archive.infolist()
+        if member.filename.lower().endswith(".xml")
+        and Path(member.filename).name != APPLE_COMPANION_XML
+    ]
+    if len(members) != 1:
+        raise MalformedFile(
+            f"the zip holds {len(members)} XML documents; Apple Health's export.zip holds one "
+            "(apple_health_export/export.xml)"
+        )
+    member = members[0]
+    if member.file_size > max_unpacked or member.file_size > IMPORT_MAX_COMPRESSION_RATIO * max(
+        member.compress_size, 1
+    ):
+        raise FileTooLarge()
+    return member
+
+
+def read_import(
+    stream: typing.BinaryIO, format_name: str | None, max_unpacked: int
+) -> ImportedHistory:
+    """Her history from a file, its format named or recognized from its content. Blocking
+    (it parses): run it in a worker thread."""
+    head = stream.read(4096)
+    stream.seek(0)
+    if not head:
+        raise MalformedFile("the file is empty")
+    if head.startswith(ZIP_MAGIC):
+        if format_name not in (None, "apple_health"):
+            raise MalformedFile(f"a zip archive is not a {format_name} export")
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                member = _export_xml_of(archive, max_unpacked)
+                with archive.open(member) as xml_stream:
+                    return read_apple_health_xml(BoundedReader(xml_stream, max_unpacked))
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
+            raise MalformedFile("the zip archive is damaged or uses an unknown method") from None
+    if head.startswith(GZIP_MAGIC):
+        with gzip.GzipFile(fileobj=stream, mode="rb") as unpacked:
+            try:
+                return read_import(
+                    io.BytesIO(BoundedReader(unpacked, IMPORT_MAX_JSON_BYTES).read()),
+                    format_name,
+                    max_unpacked,
+                )
+            except (OSError, EOFError, zlib.error):
+                raise MalformedFile("the gzip file is damaged") from None
+    text_head = head.decode("utf-8-sig", errors="replace").lstrip()
+    detected = None
+    if text_head.startswith("<"):
+        detected = "apple_health"
+    elif text_head[:1] in ("{", "["):
+        detected = "json"
+    elif {"date", "bleeding.value"} <= set(text_head.splitlines()[0].split(",")):
+        detected = "drip"
+    if format_name == "apple_health" or (format_name is None and detected == "apple_health"):
+        return read_apple_health_xml(BoundedReader(stream, max_unpacked))
+    if format_name == "drip" or (format_name is None and detected == "drip"):
+        try:
+            with io.TextIOWrapper(stream, encoding="utf-8-sig", newline="") as text:
+                return read_drip_csv(text)
+        except UnicodeDecodeError:
+            raise MalformedFile("the file is not UTF-8 text") from None
+        except csv.Error as error:
+            raise MalformedFile(f"not a valid CSV file ({error})") from None
+    if format_name is None and detected != "json":
+        raise UnknownFormat()
+    data = _load_json(stream)
+    format_name = format_name or json_format(data)
+    if format_name is None:
+        raise UnknownFormat()
+    try:
+        return JSON_READERS[format_name](data)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, RecursionError):
+        raise MalformedFile(f"it is not laid out as a {format_name} export") from None
+
+
+@dataclasses.dataclass
+class ImportPlan:
+    """What an import stores, given what she already has."""
+
+    periods: list[ImportedPeriod]
+    moods: list[ImportedMood]
+    profile: dict[str, Any] | None  # to create, when she has none and the file has one whole
+    skipped: SkipLog
+
+
+def plan_import(
+    history: ImportedHistory,
+    stored: CycleCalendar,
+    stored_mood_dates: set[dt.date],
+    has_profile: bool,
+    today: dt.date,
+    keep_from: dt.date | None,
+) -> ImportPlan:
+    """Her file against her history: what she already has wins, the future and what her
+    retention would delete are left out, and every period kept obeys the periods' rules."""
+    skipped = history.skipped
+    kept: list[ImportedPeriod] = []
+    spans = list(stored.periods)
+    for period in sorted(history.periods, key=lambda period: period.start):
+        end = period.end
+        if end is not None and period.start <= today < end:
+            end = None  # under way: she ends it when it ends
+        candidate = PeriodSpan(period.start, end)
+        calendar = dataclasses.replace(stored, periods=tuple(spans))
+        if period.start > today:
+            skipped.add("period", "starts in the future", period.start)
+        elif end is not None and (end - period.start).days + 1 > PERIOD_MAX_DAYS:
+            skipped.add("period", f"lasts more than {PERIOD_MAX_DAYS} days", period.start)
+        elif end is not None and end < period.start:
+            skipped.add("period", "ends before it starts", period.start)
+        elif keep_from is not None and calendar.effective_end(candidate) < keep_from:
+            skipped.add("period", "older than her retention_days keep", period.start)
+        elif (overlap := calendar.overlapping(candidate)) is not None:
+            reason = (
+                "overlaps a period she already logged"
+                if overlap in stored.periods
+                else "overlaps another period in the file"
+            )
+            skipped.add("period", reason, period.start)
+        else:
+            kept.append(dataclasses.replace(period, end=end))
+            spans.append(candidate)
+    moods, dates = [], set(stored_mood_dates)
+    for mood in sorted(history.moods, key=lambda mood: mood.date):
+        if mood.date > today:
+            skipped.add("mood", "in the future", mood.date)
+        elif keep_from is not None and mood.date < keep_from:
+            skipped.add("mood", "older than her retention_days keep", mood.date)
+        elif mood.date in stored_mood_dates:
+            skipped.add("mood", "she already logged a mood that day", mood.date)
+        elif mood.date in dates:
+            skipped.add("mood", "a second mood for that day in the file", mood.date)
+        else:
+            moods.append(mood)
+            dates.add(mood.date)
+    profile = None
+    if history.profile:
+        if has_profile:
+            skipped.add("profile", "she already has a profile, and hers wins")
+        elif not {"height_cm", "weight_kg"} <= history.profile.keys():
+            skipped.add(
+                "profile",
+                "a profile needs height_cm and weight_kg, which the file does not carry: "
+                "create it with the settings in `profile.found`",
+            )
+        elif problems := profile_problems(history.profile):
+            skipped.add("profile", problems[0][1])
+        else:
+            profile = history.profile
+    return ImportPlan(kept, moods, profile, skipped)
+
+
+def import_report(history: ImportedHistory, plan: ImportPlan, dry_run: bool) -> dict[str, Any]:
+    def counted(dates: list[dt.date]) -> dict[str, Any]:
+        return {
+            "count": len(dates),
+            "first_date": min(dates, default=None),
+            "last_date": max(dates, default=None),
+        }
+
+    return {
+        "format": history.format,
+        "dry_run": dry_run,
+        "periods": counted([period.start for period in plan.periods]),
+        "moods": counted([mood.date for mood in plan.moods]),
+        "profile": (
+            {"found": history.profile, "applied": plan.profile is not None}
+            if history.profile
+            else None
+        ),
+        "skipped": plan.skipped.report(),
+        "unmapped": dict(sorted(history.unmapped.items())),
+    }
+
+
+# ── Calendar feed (iCalendar, RFC 5545) ──────────────────────────────────────────────────
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictedPeriod:
+    number: int  # 1 for the next period, 2 for the one after…
+    start: dt.date
+    range: tuple[dt.date, dt.date]
+    fertile_window: tuple[dt.date, dt.date]  # of the cycle that this period ends
+
+
+def predicted_periods(calendar: CycleCalendar, today: dt.date, count: int) -> list[PredictedPeriod]:
+    """Her next `count` periods, each with its likely range (wider the further ahead: the
+    errors of successive cycles add up) and the fertile window of the cycle before it."""
+    outlook = calendar.outlook(today, today)
+    if outlook["next_period_start"] is None:
+        return []
+    length, range_days = calendar.estimate.length, calendar.estimate.range_days
+    predicted = []
+    for number in range(1, count + 1):
+        start = outlook["next_period_start"] + dt.timedelta(days=(number - 1) * length)
+        spread = dt.timedelta(days=round(range_days * math.sqrt(number)))
+        ovulation = start - dt.timedelta(days=calendar.luteal_length + 1)
+        predicted.append(
+            PredictedPeriod(
+                number,
+                start,
+                (start - spread, start + spread),
+                (
+                    ovulation - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
+                    ovulation + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
+                ),
+            )
+        )
+    return predicted
+
+
+def calendar_feed_ics(
+    periods: Sequence[Mapping[str, Any]],
+    calendar: CycleCalendar,
+    today: dt.date,
+    feed_key: str,
+    now: dt.datetime,
+) -> bytes:
+    """Her calendar as iCalendar: logged periods, the next predicted ones and their fertile
+    windows, as all-day events. UIDs are stable (a logged period's row id; a prediction's
+    place after her latest logged start), so calendar apps update events, not repeat them."""
+    feed = icalendar.Calendar()
+    feed.add("prodid", "-//PlanHer//Cycle calendar//EN")
+    feed.add("version", "2.0")
+    feed.add("calscale", "GREGORIAN")
+    feed.add("method", "PUBLISH")
+    feed.add("x-wr-calname", "PlanHer")
+    feed.add("refresh-interval", dt.timedelta(hours=6), parameters={"VALUE": "DURATION"})
+    feed.add("x-published-ttl", "PT6H")
+
+    def event(uid: str, summary: str, first: dt.date, last: dt.date, description: str) -> None:
+        entry = icalendar.Event()
+        entry.add("uid", f"{uid}-{feed_key}@planher")
+        entry.add("dtstamp", now.replace(tzinfo=dt.UTC))
+        entry.add("dtstart", first)
+        entry.add("dtend", last + dt.timedelta(days=1))  # all-day: the end is exclusive
+        entry.add("summary", summary)
+        entry.add("description", description)
+        entry.add("transp", "TRANSPARENT")
+        feed.add_component(entry)
+
+    for row in periods:
+        last = calendar.effective_end(PeriodSpan(row["start_date"], row["end_date"]))
+        logged = "Logged" if row["end_date"] else "Logged; the end is not logged yet"
+        event(f"period-{row['id']}", "Period", row["start_date"], last, logged + ".")
+    anchor = calendar.periods[-1].start.isoformat() if calendar.periods else "profile"
+    for predicted in predicted_periods(calendar, today, CALENDAR_PREDICTED_PERIODS):
+        earliest, latest = predicted.range
+        event(
+            f"predicted-period-{anchor}-{predicted.number}",
+            "Period (predicted)",
+            predicted.start,
+            predicted.start + dt.timedelta(days=calendar.menses_length - 1),
+            f"Predicted to start {predicted.start}, likely between {earliest} and {latest}.",
+        )
+        first, last = predicted.fertile_window
+        event(
+            f"fertile-window-{anchor}-{predicted.number}",
+            "Fertile window (estimated)",
+            first,
+            last,
+            "Estimated from her cycle length and luteal phase; not contraception.",
+        )
+    return feed.to_ical()
 
 
 # ── Energy models ────────────────────────────────────────────────────────────────────────
@@ -3462,6 +4511,8 @@ async def update_me(request: Request, body: UserUpdateBody) -> Any:
         changes["name"] = body.name
     if "time_zone" in given:
         changes["time_zone"] = body.time_zone
+    if "retention_days" in given:
+        changes["retention_days"] = body.retention_days
     if given & {"email", "password"}:
         if body.current_password is None:
             raise RequestValidationError(
@@ -3558,10 +4609,200 @@ async def export_me(request: Request) -> Any:
     }
 
 
+IMPORT_MEDIA_TYPES = (
+    "application/octet-stream, text/csv, application/json, application/gzip, application/xml, "
+    "application/zip, or multipart/form-data with one file field"
+)
+
+
+@contextlib.asynccontextmanager
+async def uploaded_file(request: Request):
+    """The request's file, spooled to a temporary file past IMPORT_SPOOL_BYTES: the body
+    itself, or the one file of a multipart form."""
+    if request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+        try:
+            async with request.form(max_files=1, max_fields=10) as form:
+                files = [value for value in form.values() if isinstance(value, UploadFile)]
+                if len(files) != 1:
+                    raise APIError(
+                        422, "malformed_file", "Send one file (a multipart form with one file)"
+                    )
+                yield files[0].file
+                return
+        except HTTPException as error:
+            if isinstance(error, APIError):
+                raise
+            raise APIError(400, "malformed_body", "The multipart form is malformed") from None
+    with tempfile.SpooledTemporaryFile(IMPORT_SPOOL_BYTES) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        yield spool
+
+
+async def read_her_file(request: Request, format_name: str | None) -> ImportedHistory:
+    """Her file as history, parsed off the event loop; 413 or 422 for a file we cannot take."""
+    max_unpacked = request.app.state.settings.import_max_unpacked_bytes
+    async with uploaded_file(request) as file:
+        try:
+            return await run_in_threadpool(read_import, file, format_name, max_unpacked)
+        except UnknownFormat:
+            raise APIError(
+                422,
+                "unknown_format",
+                "The file is in none of the formats PlanHer reads (tried: "
+                + ", ".join(typing.get_args(ImportFormat))
+                + "); name one with ?format= if it is one of them",
+            ) from None
+        except MalformedFile as error:
+            raise APIError(422, "malformed_file", f"The file cannot be imported: {error}") from None
+        except FileTooLarge:
+            raise APIError(
+                413,
+                "file_too_large",
+                f"The file unpacks to more than {max_unpacked} bytes, or suspiciously much "
+                "for its size (a zip bomb?)",
+            ) from None
+
+
+async def import_plan(
+    request: Request, history: ImportedHistory, today: dt.date, keep_from: dt.date | None
+) -> ImportPlan:
+    database, user_id = request.app.state.database, request.user.id
+    profile = await fetch_profile(database, user_id)
+    mood_dates = await database.fetch_large(
+        sa.select(daily_moods.c.date).where(daily_moods.c.user_id == user_id)
+    )
+    return plan_import(
+        history,
+        await load_calendar(database, user_id),
+        {row["date"] for row in mood_dates},
+        profile is not None,
+        today,
+        keep_from,
+    )
+
+
+@endpoint(
+    "Import her history from another tracker's file or a PlanHer export",
+    ok=(200, ImportReportOut),
+    query=ImportQuery,
+    upload=IMPORT_MEDIA_TYPES,
+    errors={
+        413: "The file is over IMPORT_MAX_BYTES, or unpacks to too much",
+        422: "Not a format PlanHer reads, or malformed (`detail` says where)",
+    },
+)
+async def import_me(request: Request, query: ImportQuery) -> Any:
+    """What she already has wins; all or nothing; her model retrains once, afterwards."""
+    history = await read_her_file(request, query.format)
+    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    today, retention_days = her_today(request), request.user.account["retention_days"]
+    keep_from = None if retention_days is None else today - dt.timedelta(days=retention_days)
+    if query.dry_run:
+        plan = await import_plan(request, history, today, keep_from)
+        return import_report(history, plan, dry_run=True)
+    stamps = {"user_id": user_id, "created_at": now, "updated_at": now}
+    async with user_write_transaction(database, user_id):
+        plan = await import_plan(request, history, today, keep_from)
+        if plan.profile is not None:
+            await database.execute(user_profiles.insert().values(**stamps, **plan.profile))
+        if plan.periods:
+            await database.execute(
+                period_records.insert(),
+                [
+                    {**stamps, "start_date": p.start, "end_date": p.end, "notes": p.notes}
+                    for p in plan.periods
+                ],
+            )
+        if plan.moods:
+            await database.execute(
+                daily_moods.insert(),
+                [
+                    {
+                        **stamps,
+                        "date": mood.date,
+                        "energy_level": mood.energy_level,
+                        "notes": mood.notes,
+                        "day_of_cycle": mood.day_of_cycle,
+                    }
+                    for mood in plan.moods
+                ],
+            )
+    await audit(request, "import", ok=True, target=history.format)
+    if plan.periods or plan.moods:
+        request.app.state.trainer.schedule(user_id, force=True)
+    return import_report(history, plan, dry_run=False)
+
+
+def calendar_feed_hash(feed_token: str) -> str:
+    return hashlib.sha256(feed_token.encode("utf-8")).hexdigest()
+
+
+@endpoint(
+    "Create her secret calendar feed URL (a new one replaces the old)", ok=(201, CalendarFeedOut)
+)
+async def create_calendar_feed(request: Request) -> Any:
+    database, user_id = request.app.state.database, request.user.id
+    feed_token = secrets.token_urlsafe(CALENDAR_FEED_TOKEN_BYTES)
+    async with user_write_transaction(database, user_id):
+        await database.execute(calendar_feeds.delete().where(calendar_feeds.c.user_id == user_id))
+        await database.execute(
+            calendar_feeds.insert().values(
+                user_id=user_id, token_hash=calendar_feed_hash(feed_token), created_at=utc_now()
+            )
+        )
+    await audit(request, "calendar_feed_created", ok=True)
+    return {"url": f"{request.base_url}calendar/{feed_token}.ics"}
+
+
+@endpoint("Revoke her calendar feed URL", ok=(204, None))
+async def delete_calendar_feed(request: Request) -> Response:
+    await request.app.state.database.execute(
+        calendar_feeds.delete().where(calendar_feeds.c.user_id == request.user.id)
+    )
+    await audit(request, "calendar_feed_revoked", ok=True)
+    return Response(status_code=204)
+
+
+CALENDAR_FEED_OWNER = (
+    sa.select(users.c.id, users.c.time_zone, users.c.created_at)
+    .select_from(users.join(calendar_feeds, calendar_feeds.c.user_id == users.c.id))
+    .where(calendar_feeds.c.token_hash == sa.bindparam("token_hash"))
+)
+
+
+@endpoint(
+    "Her calendar of periods, predictions and fertile windows (the feed URL is the key)",
+    ok=(200, str),
+    auth=None,
+    media_type="text/calendar",
+    errors={404: "No such feed, or revoked", 503: "The database is unavailable"},
+)
+async def calendar_feed(request: Request) -> Response:
+    database = request.app.state.database
+    owner = await database.fetch_one(
+        CALENDAR_FEED_OWNER,
+        {"token_hash": calendar_feed_hash(request.path_params["feed_token"])},
+    )
+    if owner is None:
+        raise APIError(404, "not_found", "No such calendar feed: it may have been revoked")
+    periods = await database.fetch_large(
+        sa.select(period_records.c.id, period_records.c.start_date, period_records.c.end_date)
+        .where(period_records.c.user_id == owner["id"])
+        .order_by(period_records.c.start_date)
+    )
+    calendar = CycleCalendar.build(
+        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
+        await fetch_profile(database, owner["id"]),
+    )
+    # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.
+    feed_key = hashlib.sha256(f"{owner['id']}:{owner['created_at']}".encode()).hexdigest()[:16]
+    body = calendar_feed_ics(periods, calendar, today_in(owner["time_zone"]), feed_key, utc_now())
+    return Response(body, media_type="text/calendar; charset=utf-8")
+
+
 # ── Handlers: profiles ───────────────────────────────────────────────────────────────────
-
-PROFILE_FIELDS = tuple(ProfileBody.model_fields)
-
 
 NO_PROFILE = "No profile yet: create one first"
 
@@ -4035,6 +5276,17 @@ def _operation_document(
                         "schema": {"type": "integer", "minimum": 0},
                     }
                 }
+        elif status == 422:  # its own 422s besides the validation errors
+            answer(
+                422,
+                description,
+                {
+                    "anyOf": [
+                        _schema_reference(ValidationErrorOut, "serialization", components),
+                        error,
+                    ]
+                },
+            )
         else:
             answer(status, description)
     if operation.accepted is not None:
@@ -4056,7 +5308,9 @@ def _operation_document(
     if operation.body is not None:
         answer(400, "Malformed JSON")
         answer(413, "Body over 1 MiB")
-    if operation.body is not None or operation.query is not None:
+    if operation.upload is not None:
+        answer(400, "Malformed multipart form")
+    if (operation.body is not None or operation.query is not None) and 422 not in operation.errors:
         answer(
             422,
             "Validation error",
@@ -4069,18 +5323,19 @@ def _operation_document(
         answer(503, "The database is unavailable or too slow", headers=retry_after)
 
     document: dict[str, Any] = {"summary": operation.summary, "responses": responses}
-    parameters = (
-        [
-            {
-                "name": "id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DATABASE_ID},
-            }
-        ]
-        if "{id}" in path
-        else []
-    )
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": (
+                {"type": "integer", "minimum": 1, "maximum": MAX_DATABASE_ID}
+                if name == "id"
+                else {"type": "string"}
+            ),
+        }
+        for name in re.findall(r"\{(\w+)\}", path)
+    ]
     if operation.query is not None:
         query_schema = _defaults_described(operation.query.model_json_schema(by_alias=True))
         for name, field in operation.query.model_fields.items():
@@ -4109,6 +5364,15 @@ def _operation_document(
         # A body whose fields are all optional may be left out: it means `{}`.
         required = any(field.is_required() for field in operation.body.model_fields.values())
         document["requestBody"] = {"required": required, "content": content}
+    if operation.upload is not None:
+        # One binary content type: what every client generator turns into "send this file".
+        document["description"] = f"The file as the body: {operation.upload}."
+        document["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
     if operation.auth is not None:
         document["security"] = [{"OAuth2PasswordBearer": []}]
     return document
@@ -4155,6 +5419,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
             # Stable and unique: the method and the path (`get_periods`, `put_periods_id`).
             document["operationId"] = re.sub(r"\W+", "_", f"{method} {path}").strip("_")
             group = path.strip("/").split("/")[0]
+            group = "users" if group == "calendar" else group  # her feed, in the contract's users
             document["tags"] = [group if group in API_GROUPS else "service"]
             paths.setdefault(path, {})[method] = document
     document = {
@@ -4247,7 +5512,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
 
 async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
     return error_response(
-        413, "body_too_large", f"Request body is larger than {MAX_BODY_BYTES} bytes"
+        413, "body_too_large", f"Request body is larger than {exc.max_bytes} bytes"
     )
 
 
@@ -4385,7 +5650,8 @@ class RequestReadTimeoutMiddleware:
         connection = READING_CONNECTION.get()
         if connection is not None:
             connection.request_started()
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        timeout_s = IMPORT_READ_TIMEOUT_S if scope["path"] == IMPORT_PATH else self.timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
         body_complete = False
 
         async def receive_before_deadline() -> Message:
@@ -4408,20 +5674,27 @@ class RequestReadTimeoutMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over MAX_BODY_BYTES: at once when Content-Length says so, else as soon
-    as the streamed body passes the limit, without ever holding more of it."""
+    """413 for bodies over MAX_BODY_BYTES (an import's: IMPORT_MAX_BYTES): at once when
+    Content-Length says so, else as soon as the streamed body passes the limit, without
+    ever holding more of it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        import_max_bytes: int = IMPORT_MAX_BYTES,
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_bytes, self.import_max_bytes = max_bytes, import_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes = self.import_max_bytes if scope["path"] == IMPORT_PATH else self.max_bytes
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             response = error_response(
-                413, "body_too_large", f"Request body is larger than {self.max_bytes} bytes"
+                413, "body_too_large", f"Request body is larger than {max_bytes} bytes"
             )
             return await response(scope, receive, send)
         received = 0
@@ -4430,8 +5703,8 @@ class BodySizeLimitMiddleware:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise BodyTooLarge()
+            if received > max_bytes:
+                raise BodyTooLarge(max_bytes)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -4469,6 +5742,9 @@ ROUTES = [
     resource("/auth/me", get=auth_me),
     resource("/users/me", get=auth_me, put=update_me, delete=delete_me),
     resource("/users/me/export", get=export_me),
+    resource("/users/me/import", post=import_me),
+    resource("/users/me/calendar-feed", post=create_calendar_feed, delete=delete_calendar_feed),
+    resource("/calendar/{feed_token}.ics", get=calendar_feed),
     resource("/profiles/me", get=get_profile, post=create_profile, put=update_profile),
     *with_and_without_slash("/periods", get=list_periods, post=create_period),
     resource("/periods/{id:int}", put=update_period, delete=delete_period),
@@ -4486,6 +5762,30 @@ ROUTES = [
     resource("/docs", get=docs),
     Route("/docs/assets/{name}", docs_asset, include_in_schema=False),
 ]
+
+
+async def sweep_expired_history(database: Database) -> bool:
+    """One retention sweep; False if the database could not serve it."""
+    try:
+        deleted = await delete_expired_history(database)
+    except DatabaseUnavailable:
+        return False
+    if deleted:
+        logger.info("retention: deleted %d rows past their owners' retention_days", deleted)
+    return True
+
+
+async def sweep_expired_history_daily(database: Database) -> None:
+    """Retention after start-up: a sweep every RETENTION_SWEEP_INTERVAL_S, and a minute
+    after one that failed (the database may be back by then)."""
+    pause = RETENTION_SWEEP_INTERVAL_S
+    while True:
+        await asyncio.sleep(pause)
+        pause = (
+            RETENTION_SWEEP_INTERVAL_S
+            if await sweep_expired_history(database)
+            else RETENTION_RETRY_S
+        )
 
 
 @contextlib.asynccontextmanager
@@ -4520,7 +5820,10 @@ async def lifespan(app: Starlette):
         # the event loop) takes milliseconds instead of ~50-80 ms.
         gc.collect()
         gc.freeze()
+        await sweep_expired_history(database)
+        sweeper = background_task(sweep_expired_history_daily(database))
         yield
+        sweeper.cancel()
         await app.state.trainer.drain()
     finally:
         await database.disconnect()
@@ -4548,7 +5851,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             ),
             Middleware(DatabaseUnavailableMiddleware),
-            Middleware(BodySizeLimitMiddleware),
+            Middleware(BodySizeLimitMiddleware, import_max_bytes=settings.import_max_bytes),
             Middleware(AuthenticationMiddleware, backend=BearerTokenBackend()),
         ],
         exception_handlers={
@@ -4739,11 +6042,11 @@ async def seed_demo(app: Starlette, days: int = DEMO_DAYS) -> dict[str, Any]:
     stamps = {"user_id": user_id, "created_at": now, "updated_at": now}
     await database.execute(user_profiles.insert().values(**stamps, height_cm=166, weight_kg=61.5))
     periods, moods = generate_demo_history(days, today, seed=secrets.randbelow(10**6))
-    await database.execute_many(
+    await database.execute(
         period_records.insert(),
         [{**stamps, "start_date": period.start, "end_date": period.end} for period in periods],
     )
-    await database.execute_many(
+    await database.execute(
         daily_moods.insert(),
         [{**stamps, "date": date, "energy_level": level} for date, level in moods],
     )
@@ -4761,6 +6064,116 @@ async def seed_demo(app: Starlette, days: int = DEMO_DAYS) -> dict[str, Any]:
     }
 
 
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite database's file, or None on PostgreSQL."""
+    url = sa.make_url(settings.database_url)
+    return Path(url.database) if url.drivername.startswith("sqlite") else None
+
+
+def libpq_url(settings: Settings) -> str:
+    """The PostgreSQL URL as pg_dump and pg_restore take it: no driver, no password (they
+    read it from PGPASSWORD or ~/.pgpass, so it is never printed)."""
+    url = sa.make_url(settings.database_url)
+    return url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+
+
+def sqlite_accounts(path: Path) -> int:
+    """How many accounts a SQLite database holds (0 for none, or a file with no tables)."""
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone():
+            return connection.execute("SELECT count(*) FROM users").fetchone()[0]
+    return 0
+
+
+def backup_sqlite(database_path: Path, target: Path) -> str:
+    """A consistent snapshot while the service runs and writes: SQLite's online backup API
+    copies, in one step, the pages of one read transaction (in WAL mode writers go on
+    meanwhile). The copy is checked, made a self-contained file, then moved into place."""
+    if not database_path.exists():
+        raise SystemExit(f"There is no database at {database_path}.")
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    started = time.monotonic()
+    with (
+        contextlib.closing(sqlite3.connect(database_path)) as source,
+        contextlib.closing(sqlite3.connect(partial)) as copy,
+    ):
+        source.execute(f"PRAGMA busy_timeout = {int(DB_TIMEOUT_S * 1000)}")
+        source.backup(copy)
+        copy.execute("PRAGMA journal_mode = DELETE")
+        if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            raise SystemExit("The copy failed its integrity check; nothing was written.")
+    os.replace(partial, target)
+    return (
+        f"Backed up {database_path} to {target} ({target.stat().st_size / 1e6:.1f} MB, "
+        f"{sqlite_accounts(target)} accounts) in {time.monotonic() - started:.1f} s."
+    )
+
+
+def restore_sqlite(backup: Path, database_path: Path, force: bool) -> str:
+    """The backup's contents become the database (through SQLite's backup API, so a live
+    WAL file cannot mix old pages in). Refuses a database with accounts unless forced."""
+    if not backup.is_file():
+        raise SystemExit(f"There is no backup at {backup}.")
+    with contextlib.closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as source:
+        try:
+            checked = source.execute("PRAGMA integrity_check").fetchone()[0]
+            migrations = source.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        except sqlite3.DatabaseError:
+            raise SystemExit(f"{backup} is not a PlanHer SQLite backup.") from None
+        if checked != "ok" or not migrations:
+            raise SystemExit(f"{backup} is damaged or not a PlanHer backup; nothing was changed.")
+        accounts = sqlite_accounts(database_path)
+        if accounts and not force:
+            raise SystemExit(
+                f"{database_path} is not empty ({accounts} accounts): stop the service, then "
+                "restore with --force to replace everything in it."
+            )
+        with contextlib.closing(sqlite3.connect(database_path)) as target:
+            source.backup(target)
+    return (
+        f"Restored {backup} into {database_path} ({sqlite_accounts(database_path)} accounts). "
+        "Pending migrations apply when the service starts."
+    )
+
+
+async def postgres_accounts(database: Database) -> int:
+    try:
+        return await database.fetch_val(sa.select(sa.func.count()).select_from(users))
+    except sa.exc.ProgrammingError:  # no users table: a database never migrated
+        return 0
+
+
+def backup(settings: Settings, target: Path) -> str:
+    database_path = sqlite_path(settings)
+    if database_path is not None:
+        return backup_sqlite(database_path, target)
+    return (
+        "On PostgreSQL the backup is pg_dump's (a consistent snapshot while the service runs):\n"
+        f"  pg_dump --format=custom --no-owner --file {shlex.quote(str(target))} "
+        f"--dbname {shlex.quote(libpq_url(settings))}"
+    )
+
+
+def restore(settings: Settings, backup_file: Path, force: bool) -> str:
+    database_path = sqlite_path(settings)
+    if database_path is not None:
+        return restore_sqlite(backup_file, database_path, force)
+    accounts = asyncio.run(_with_database(settings, postgres_accounts))
+    if accounts and not force:
+        raise SystemExit(
+            f"The database is not empty ({accounts} accounts): stop the service, then restore "
+            "with --force to replace everything in it."
+        )
+    return (
+        "On PostgreSQL the restore is pg_restore's (stop the service first):\n"
+        f"  pg_restore --clean --if-exists --no-owner --single-transaction "
+        f"--dbname {shlex.quote(libpq_url(settings))} {shlex.quote(str(backup_file))}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="planher.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -4774,6 +6187,21 @@ def main(argv: list[str] | None = None) -> None:
         "demo", help="create a demo user with months of periods and energy, and print her login"
     )
     demo_parser.add_argument("--days", type=int, default=DEMO_DAYS)
+    backup_parser = commands.add_parser(
+        "backup",
+        help="SQLite: write a consistent snapshot to FILE while the service runs; "
+        "PostgreSQL: print the pg_dump command",
+    )
+    backup_parser.add_argument("file", type=Path)
+    restore_parser = commands.add_parser(
+        "restore",
+        help="SQLite: replace the database with the backup FILE; PostgreSQL: print the "
+        "pg_restore command. Refuses a database with accounts without --force",
+    )
+    restore_parser.add_argument("file", type=Path)
+    restore_parser.add_argument(
+        "--force", action="store_true", help="replace a database that holds accounts"
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_environ()
@@ -4787,6 +6215,10 @@ def main(argv: list[str] | None = None) -> None:
         except ValidationError as error:
             raise SystemExit(error.errors()[0]["msg"]) from None
         print(asyncio.run(_with_database(settings, lambda db: create_admin(db, settings, email))))
+    elif arguments.command == "backup":
+        print(backup(settings, arguments.file))
+    elif arguments.command == "restore":
+        print(restore(settings, arguments.file, arguments.force))
     elif arguments.command == "demo":
         demo = asyncio.run(_with_app(settings, lambda app: seed_demo(app, arguments.days)))
         model = demo["model"]

@@ -36,6 +36,7 @@ import time
 import tracemalloc
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -587,15 +588,17 @@ def main() -> None:
     parser.add_argument("--moods-per-user", type=int, default=100)
     parser.add_argument(
         "--part",
-        choices=["all", "endpoints", "data-layer", "slow-clients"],
+        choices=["all", "endpoints", "data-layer", "slow-clients", "import"],
         default="all",
         help="endpoints: every hot endpoint at 1M moods; data-layer: beside the peer, "
         "writes beside a bare INSERT loop, event-loop stalls, uvicorn[standard]; "
-        "slow-clients: /health while --tricklers connections trickle their headers or body",
+        "slow-clients: /health while --tricklers connections trickle their headers or body; "
+        "import: 10 years of history imported, and the memory of a --xml-mb MB export.xml",
     )
     parser.add_argument("--tricklers", type=int, default=500)
+    parser.add_argument("--xml-mb", type=int, default=200, help="size of the Apple export.xml")
     arguments = parser.parse_args()
-    if arguments.part != "slow-clients" and shutil.which("wrk") is None:
+    if arguments.part not in ("slow-clients", "import") and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     if arguments.part in ("all", "data-layer"):
         data_layer(arguments)
@@ -603,6 +606,8 @@ def main() -> None:
         endpoints(arguments)
     if arguments.part in ("all", "slow-clients"):
         slow_clients(arguments)
+    if arguments.part in ("all", "import"):
+        imports(arguments)
 
 
 def bench_environment(url: str) -> dict[str, str]:
@@ -947,6 +952,127 @@ def slow_clients(arguments) -> None:
             f"{run['answers']} after {run['cut_after_s']:.1f} s"
         )
     print(f"- server memory (RSS) {rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
+
+
+# ── imports: speed and memory ──
+
+
+def ten_years_as_drip_csv() -> tuple[bytes, int, int]:
+    """Ten years of daily history (the demo generator's) as drip writes it: newest first."""
+    periods, moods = planher.generate_demo_history(3650, planher.utc_today(), seed=11)
+    bleeding = {
+        period.start + dt.timedelta(days=offset)
+        for period in periods
+        for offset in range((period.end - period.start).days + 1)
+    }
+    levels = dict(moods)
+    lines = ["date,bleeding.value,bleeding.exclude,mood.energetic,mood.fatigue,note.value"]
+    for date in sorted(bleeding | levels.keys(), reverse=True):
+        level = levels.get(date)
+        lines.append(
+            f"{date},{'2' if date in bleeding else ''},{'false' if date in bleeding else ''},"
+            f"{'true' if level in (1, 2) else 'false'},{'true' if level in (0, 1) else 'false'},"
+            f"{'felt fine' if level == 1 else ''}"
+        )
+    return "\n".join(lines).encode(), len(periods), len(moods)
+
+
+def apple_health_zip(path: Path, megabytes: int) -> tuple[int, int]:
+    """An export.zip whose export.xml is `megabytes` MB: the phone's steps and heart rate
+    every few minutes (what makes real exports big), and a period every 28 days."""
+    step = (
+        '<Record type="HKQuantityTypeIdentifierStepCount" sourceName="Phone" unit="count" '
+        'creationDate="{d} 10:{m:02d}:00 +0100" startDate="{d} 10:{m:02d}:00 +0100" '
+        'endDate="{d} 10:{m:02d}:59 +0100" value="{v}"/>\n'
+    )
+    flow = (
+        '<Record type="HKCategoryTypeIdentifierMenstrualFlow" sourceName="Health" '
+        'startDate="{d} 00:00:00 +0100" endDate="{d} 00:00:00 +0100" '
+        'value="HKCategoryValueMenstrualFlowMedium">\n'
+        '<MetadataEntry key="HKMenstrualCycleStart" value="{s}"/>\n</Record>\n'
+    )
+    day_bytes = len("".join(step.format(d="2000-01-01", m=m % 60, v=m * 7) for m in range(120)))
+    days = megabytes * 1_000_000 // day_bytes + 1  # ending about today, none in the future
+    day, written = planher.utc_today() - dt.timedelta(days=days), 0
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("apple_health_export/export.xml", "w", force_zip64=True) as xml:
+            xml.write(b'<?xml version="1.0" encoding="UTF-8"?>\n<HealthData locale="en_US">\n')
+            while written < megabytes * 1_000_000:
+                chunk = "".join(step.format(d=day, m=m % 60, v=m * 7) for m in range(120))
+                cycle_day = (day - planher.EARLIEST_DATE).days % 28
+                if cycle_day < 5:
+                    chunk += flow.format(d=day, s=int(cycle_day == 0))
+                data = chunk.encode()
+                xml.write(data)
+                written += len(data)
+                day += dt.timedelta(days=1)
+            xml.write(b"</HealthData>\n")
+    return written, path.stat().st_size
+
+
+def vm_high_water_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def timed_import(base: str, auth: dict, content: bytes) -> tuple[float, dict]:
+    request = urllib.request.Request(
+        f"{base}/users/me/import",
+        method="POST",
+        data=content,
+        headers={"Content-Type": "application/octet-stream", **auth},
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=600) as response:
+        report = json.loads(response.read())
+    return time.perf_counter() - started, report
+
+
+def imports(arguments) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="planher-bench-") as workdir,
+        fresh_database(Path(workdir)) as url,
+    ):
+        csv_file, periods, moods = ten_years_as_drip_csv()
+        export_zip = Path(workdir) / "export.zip"
+        xml_bytes, zip_bytes = apple_health_zip(export_zip, arguments.xml_mb)
+        started: list = []
+        with server(
+            "planher:app", bench_environment(url), options=procfile_options(), started=started
+        ) as base:
+            pid = started[0].pid
+            for email in ("ten-years@bench.example", "apple@bench.example", "export@bench.example"):
+                call("POST", f"{base}/auth/register", {"email": email, "password": PASSWORD})
+            drip_s, drip_report = timed_import(
+                base, signed_in(base, "ten-years@bench.example"), csv_file
+            )
+            auth = signed_in(base, "ten-years@bench.example")
+            export = urllib.request.urlopen(
+                urllib.request.Request(f"{base}/users/me/export", headers=auth), timeout=120
+            ).read()
+            own_s, own_report = timed_import(base, signed_in(base, "export@bench.example"), export)
+            before = vm_high_water_mib(pid)
+            apple_s, apple_report = timed_import(
+                base, signed_in(base, "apple@bench.example"), export_zip.read_bytes()
+            )
+            after = vm_high_water_mib(pid)
+    print(f"\nImports through HTTP (Procfile options, 1 worker, {os.cpu_count()} cores):")
+    print(
+        f"- drip CSV of 10 years ({len(csv_file) / 1e3:.0f} KB; {periods} periods, {moods} "
+        f"days of energy): {drip_s:.2f} s; imported {drip_report['periods']['count']} periods, "
+        f"{drip_report['moods']['count']} moods"
+    )
+    print(
+        f"- the same history as PlanHer's own export ({len(export) / 1e6:.1f} MB): "
+        f"{own_s:.2f} s; imported {own_report['periods']['count']} periods, "
+        f"{own_report['moods']['count']} moods"
+    )
+    print(
+        f"- Apple Health export.zip ({zip_bytes / 1e6:.1f} MB; export.xml {xml_bytes / 1e6:.0f} "
+        f"MB): {apple_s:.1f} s; imported {apple_report['periods']['count']} periods; server "
+        f"peak memory (VmHWM) {before:.0f} MiB before, {after:.0f} MiB after "
+        f"(+{after - before:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

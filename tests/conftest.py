@@ -38,6 +38,17 @@ LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_SECRET_KEY = "planher-tests-secret-key"
 PASSWORD = "correct horse battery"
 ROOT = Path(planher.__file__).parent
+# What a user is, to herself and to an admin: account fields, never health data.
+ACCOUNT_FIELDS = {
+    "id",
+    "email",
+    "name",
+    "role",
+    "time_zone",
+    "retention_days",
+    "created_at",
+    "updated_at",
+}
 GENEROUS_LIMITS = {
     f"RATE_LIMIT_{name.upper()}": "100000/60" for name in planher.DEFAULT_RATE_LIMITS
 }

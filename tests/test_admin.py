@@ -9,6 +9,7 @@ import pytest
 
 import planher
 from conftest import (
+    ACCOUNT_FIELDS,
     PASSWORD,
     Account,
     bearer,
@@ -97,10 +98,7 @@ def test_admins_see_account_fields_and_never_health_data(client, admin, account)
     assert response.status_code == 200
     listed = {user["email"]: user for user in response.json()}
     assert listed[account.email] == account.user
-    assert all(
-        set(user) == {"id", "email", "name", "role", "time_zone", "created_at", "updated_at"}
-        for user in listed.values()
-    )
+    assert all(set(user) == ACCOUNT_FIELDS for user in listed.values())
     assert "private note" not in response.text and "password" not in response.text
     assert int(response.headers["X-Total-Count"]) >= 2
 

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 import planher
 from conftest import (
+    ACCOUNT_FIELDS,
     ON_POSTGRES,
     PASSWORD,
     TEST_SECRET_KEY,
@@ -74,7 +75,7 @@ def test_register_returns_the_user_with_email_trimmed_and_lowercased(client):
     )
     assert response.status_code == 201
     user = response.json()
-    assert set(user) == {"id", "email", "name", "role", "time_zone", "created_at", "updated_at"}
+    assert set(user) == ACCOUNT_FIELDS
     assert user["email"] == email and user["time_zone"] == "UTC"
     assert user["name"] == "Ada"
     assert user["role"] == "user"

@@ -4,22 +4,34 @@ on SQLite and PostgreSQL."""
 import asyncio
 import collections
 import contextlib
+import datetime as dt
+import itertools
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 import planher
-from conftest import fresh_database_url, make_settings
+from conftest import (
+    fresh_database_url,
+    make_settings,
+    postgres_server_url,
+    temporary_postgres_database,
+    uvicorn_server,
+)
 
 ROOT = Path(planher.__file__).parent
 DIALECTS = ["sqlite", "postgresql"]
@@ -583,3 +595,153 @@ def test_a_read_only_sqlite_file_refuses_writes_with_503s_and_recovers(tmp_path)
     failures, read, in_use, count = asyncio.run(read_only_for_a_while())
     assert set(failures) == {"DatabaseUnavailable"}
     assert read == 1 and in_use == 0 and count == 2
+
+
+# ── backup and restore ──
+
+WRITER_PASSWORD = "correct horse battery"
+
+
+class MoodWriter(threading.Thread):
+    """A woman logging a mood a request, as fast as the server takes them, each on a new
+    date; remembers when each write was acknowledged."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.http = httpx.Client(base_url=base, timeout=10)
+        self.email = f"writer-{time.monotonic_ns()}@example.org"
+        body = {"email": self.email, "password": WRITER_PASSWORD}
+        assert self.http.post("/auth/register", json=body).status_code == 201
+        token = self.http.post("/auth/login", json=body).json()["access_token"]
+        self.http.headers["Authorization"] = f"Bearer {token}"
+        self.acknowledged: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        today = planher.utc_today()
+        for back in itertools.count(1):
+            if self.stop.is_set():
+                return
+            date = (today - dt.timedelta(days=back)).isoformat()
+            response = self.http.post("/moods/", json={"date": date, "energy_level": back % 3})
+            if response.status_code == 201:
+                self.acknowledged.append((time.monotonic(), date))
+
+    def acknowledged_before(self, moment: float) -> set[str]:
+        return {date for at, date in self.acknowledged if at < moment}
+
+
+@contextlib.contextmanager
+def writing(base: str):
+    writer = MoodWriter(base)
+    writer.start()
+    time.sleep(1.0)  # well under way
+    try:
+        yield writer
+    finally:
+        time.sleep(0.5)  # and still writing after the backup
+        writer.stop.set()
+        writer.join(timeout=30)
+        writer.http.close()
+
+
+def planher_command(database_url: str, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "planher.py", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_she_signs_in_to(database_url: str, writer: MoodWriter, log: Path) -> int:
+    """Serve the database and sign the writer in: how many moods she sees."""
+    with uvicorn_server(database_url, log) as (base, _):
+        body = {"email": writer.email, "password": WRITER_PASSWORD}
+        token = httpx.post(f"{base}/auth/login", json=body).json()["access_token"]
+        moods = httpx.get(f"{base}/moods/", headers={"Authorization": f"Bearer {token}"})
+        return int(moods.headers["X-Total-Count"])
+
+
+def test_a_sqlite_backup_under_write_load_restores_every_write_acknowledged_before_it(tmp_path):
+    live, copy = f"sqlite:///{tmp_path / 'live.db'}", tmp_path / "backup.db"
+    with uvicorn_server(live, tmp_path / "live.log") as (base, _), writing(base) as writer:
+        began = time.monotonic()
+        backup = planher_command(live, "backup", str(copy))
+        assert backup.returncode == 0, backup.stderr
+        assert backup.stdout.startswith("Backed up")
+    acknowledged = writer.acknowledged_before(began)
+    assert len(acknowledged) > 20, "the writer hardly wrote"
+
+    restored = f"sqlite:///{tmp_path / 'restored.db'}"
+    result = planher_command(restored, "restore", str(copy))
+    assert result.returncode == 0, result.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "restored.db")) as connection:
+        dates = {row[0] for row in connection.execute("SELECT date FROM daily_moods")}
+    assert acknowledged <= dates
+    assert assert_she_signs_in_to(restored, writer, tmp_path / "restored.log") == len(dates)
+
+
+def test_restore_refuses_a_database_with_accounts_unless_forced(tmp_path):
+    first, second = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'second.db'}"
+    for url in (first, second):
+        with TestClient(planher.create_app(make_settings(url))) as client:
+            email = f"someone-{uuid.uuid4().hex[:8]}@example.org"
+            body = {"email": email, "password": WRITER_PASSWORD}
+            assert client.post("/auth/register", json=body).status_code == 201
+    assert planher_command(first, "backup", str(tmp_path / "first.backup")).returncode == 0
+    refused = planher_command(second, "restore", str(tmp_path / "first.backup"))
+    assert refused.returncode != 0 and "--force" in refused.stderr
+    assert (
+        planher_command(second, "restore", "--force", str(tmp_path / "first.backup")).returncode
+        == 0
+    )
+    not_a_backup = tmp_path / "notes.txt"
+    not_a_backup.write_text("hello")
+    damaged = planher_command(f"sqlite:///{tmp_path / 'third.db'}", "restore", str(not_a_backup))
+    assert damaged.returncode != 0 and "not a PlanHer" in damaged.stderr
+
+
+def test_on_postgresql_the_printed_pg_dump_and_pg_restore_commands_round_trip_under_load(
+    tmp_path,
+):
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.skip("pg_dump and pg_restore are not installed (Debian: postgresql-client)")
+    server = postgres_server_url()
+    with temporary_postgres_database(server) as live, temporary_postgres_database(server) as target:
+        copy = tmp_path / "planher.dump"
+        with uvicorn_server(live, tmp_path / "live.log") as (base, _), writing(base) as writer:
+            began = time.monotonic()
+            printed = planher_command(live, "backup", str(copy))
+            assert printed.returncode == 0, printed.stderr
+            dump = subprocess.run(
+                shlex.split(printed.stdout.strip().splitlines()[-1]), capture_output=True, text=True
+            )
+            assert dump.returncode == 0, dump.stderr
+        acknowledged = writer.acknowledged_before(began)
+        assert len(acknowledged) > 20, "the writer hardly wrote"
+
+        printed = planher_command(target, "restore", str(copy))
+        assert printed.returncode == 0, printed.stderr
+        command = shlex.split(printed.stdout.strip().splitlines()[-1])
+        assert command[0] == "pg_restore"
+        restore = subprocess.run(command, capture_output=True, text=True)
+        assert restore.returncode == 0, restore.stderr
+        dates = {
+            row["date"].isoformat()
+            for row in asyncio.run(fetch(target, "SELECT date FROM daily_moods"))
+        }
+        assert acknowledged <= dates
+        refused = planher_command(target, "restore", str(copy))
+        assert refused.returncode != 0 and "--force" in refused.stderr
+        assert assert_she_signs_in_to(target, writer, tmp_path / "restored.log") == len(dates)
+
+
+async def fetch(url: str, query: str) -> list:
+    connection = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+    try:
+        return await connection.fetch(query)
+    finally:
+        await connection.close()

@@ -376,3 +376,152 @@ def test_a_model_not_shipped_is_explained_in_her_words_and_a_shipped_one_not_at_
     assert planher.not_shipped_reason(True, 0.7, 0.4) is None
     reason = planher.not_shipped_reason(False, 0.62, 0.65)
     assert "62%" in reason and "65%" in reason and "most common level" in reason
+
+
+# ── importers ──
+
+
+def test_bleeding_days_one_day_apart_are_one_period_and_marked_starts_split_them():
+    bleeding = [D, D + days(1), D + days(3), D + days(4), D + days(8)]
+    assert planher.periods_from_bleeding_days(bleeding) == [
+        planher.ImportedPeriod(D, D + days(4)),  # one day without bleeding does not end it
+        planher.ImportedPeriod(D + days(8), D + days(8)),
+    ]
+    assert planher.periods_from_bleeding_days(bleeding, starts=[D + days(3)])[:2] == [
+        planher.ImportedPeriod(D, D + days(1)),
+        planher.ImportedPeriod(D + days(3), D + days(4)),
+    ]
+    assert planher.periods_from_bleeding_days([D, D, D + days(1)]) == [
+        planher.ImportedPeriod(D, D + days(1))
+    ]
+
+
+def test_energy_signals_map_low_high_and_both():
+    assert planher.energy_from_signals(low=True, high=False) == 0
+    assert planher.energy_from_signals(low=False, high=True) == 2
+    assert planher.energy_from_signals(low=True, high=True) == 1
+    assert planher.energy_from_signals(low=False, high=False) is None
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "2025-01-06",
+        "2025-01-06T00:00:00Z",
+        "2025-01-06 00:00:00 +0100",
+        "2025-01-06 23:59:59 -1100",
+        "2025-01-06 00:00:00.0",
+        "20250106",
+    ],
+)
+def test_a_trackers_date_is_the_calendar_day_as_written(written):
+    assert planher.calendar_date(written, "here") == dt.date(2025, 1, 6)
+
+
+@pytest.mark.parametrize("written", ["2025-13-01", "06.01.2025", "", None, 20250106, "1800-01-01"])
+def test_a_date_that_is_not_one_is_malformed_and_says_where(written):
+    with pytest.raises(planher.MalformedFile, match="^line 7"):
+        planher.calendar_date(written, "line 7")
+
+
+def test_notes_lose_control_characters_and_are_cut_to_the_limit():
+    assert planher.clean_note("a\x00b\tc\nd") == "a b\tc\nd"
+    assert planher.clean_note("  ") is None
+    long = planher.clean_note("x" * 5000)
+    assert len(long) == planher.NOTES_MAX_CHARS and long.endswith("…")
+
+
+def imported(*periods, moods=()) -> planher.ImportedHistory:
+    return planher.ImportedHistory(
+        "drip",
+        periods=[planher.ImportedPeriod(start, end) for start, end in periods],
+        moods=[planher.ImportedMood(date, 1) for date in moods],
+    )
+
+
+def test_the_import_plan_keeps_hers_and_leaves_out_overlaps_the_future_and_long_periods():
+    stored = calendar((D, D + days(4)))
+    history = imported(
+        (D + days(2), D + days(5)),  # overlaps hers
+        (D + days(30), D + days(34)),
+        (D + days(33), D + days(36)),  # overlaps the one before, from the same file
+        (D + days(60), D + days(80)),  # 21 days
+        (D + days(90), D + days(95)),  # under way today: its end is hers to log
+        (D + days(120), D + days(121)),  # the future
+        moods=[D + days(1), D + days(40), D + days(200)],
+    )
+    plan = planher.plan_import(history, stored, {D + days(1)}, False, D + days(92), None)
+    assert plan.periods == [
+        planher.ImportedPeriod(D + days(30), D + days(34)),
+        planher.ImportedPeriod(D + days(90), None),
+    ]
+    assert [mood.date for mood in plan.moods] == [D + days(40)]
+    assert {
+        (what, reason): len(dates) for (what, reason), dates in plan.skipped.entries.items()
+    } == {
+        ("period", "overlaps a period she already logged"): 1,
+        ("period", "overlaps another period in the file"): 1,
+        ("period", "lasts more than 15 days"): 1,
+        ("period", "starts in the future"): 1,
+        ("mood", "she already logged a mood that day"): 1,
+        ("mood", "in the future"): 1,
+    }
+
+
+def test_a_profile_is_made_only_from_a_whole_one_and_never_over_hers():
+    settings = planher.ImportedHistory("clue_backup", profile={"cycle_length": 30})
+    plan = planher.plan_import(settings, calendar(), set(), False, D, None)
+    assert plan.profile is None and ("profile",) == tuple(w for w, _ in plan.skipped.entries)
+    whole = {
+        "height_cm": 160,
+        "weight_kg": 55.0,
+        "cycle_length": 30,
+        "luteal_length": 14,
+        "menses_length": 5,
+        "unusual_bleeding": False,
+        "number_of_peak": 2,
+    }
+    export = planher.ImportedHistory("planher", profile=whole)
+    assert planher.plan_import(export, calendar(), set(), False, D, None).profile == whole
+    assert planher.plan_import(export, calendar(), set(), True, D, None).profile is None
+
+
+# ── calendar feed ──
+
+
+def test_predicted_periods_follow_the_estimate_and_their_ranges_widen():
+    cal = calendar((D, D + days(4)), (D + days(28), D + days(32)), (D + days(56), D + days(60)))
+    predicted = planher.predicted_periods(cal, D + days(60), 6)
+    assert [p.start for p in predicted] == [D + days(84 + 28 * k) for k in range(6)]
+    widths = [(p.range[1] - p.range[0]).days for p in predicted]
+    assert widths == sorted(widths) and widths[-1] > widths[0]
+    first = predicted[0]
+    assert first.fertile_window == (D + days(84 - 15 - 5), D + days(84 - 15 + 1))
+    assert planher.predicted_periods(calendar(), D, 6) == []
+
+
+def test_the_feed_is_valid_icalendar_with_all_day_events():
+    import icalendar
+
+    cal = calendar((D, D + days(4)), (D + days(28), None))
+    rows = [
+        {"id": 1, "start_date": D, "end_date": D + days(4)},
+        {"id": 2, "start_date": D + days(28), "end_date": None},
+    ]
+    ics = planher.calendar_feed_ics(rows, cal, D + days(30), "key", dt.datetime(2026, 3, 31, 9))
+    parsed = icalendar.Calendar.from_ical(ics)
+    events = list(parsed.walk("VEVENT"))
+    assert len(events) == 2 + 2 * 6
+    assert len({str(event["UID"]) for event in events}) == len(events)
+    open_period = next(e for e in events if str(e["UID"]).startswith("period-2-"))
+    assert open_period["DTEND"].dt == D + days(28 + cal.menses_length)  # menses_length assumed
+
+
+def test_a_file_cannot_grow_the_report_with_names_of_its_own():
+    entries = [
+        {"type": f"kind-{n}-" + "x" * 500, "date": "2025-01-06", "value": []} for n in range(500)
+    ]
+    history = planher.read_clue_measurements(entries)
+    assert len(history.unmapped) == planher.IMPORT_MAX_UNMAPPED_NAMES + 1
+    assert history.unmapped["(other names)"] == 500 - planher.IMPORT_MAX_UNMAPPED_NAMES
+    assert max(map(len, history.unmapped)) == planher.IMPORT_UNMAPPED_NAME_CHARS

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import sqlalchemy as sa
+from starlette.testclient import TestClient
 
 import planher
 from conftest import PASSWORD, bearer, create_account, day, login, new_email, run
@@ -245,6 +246,9 @@ def give_user_one_row_everywhere_but_profile(client, user_id: int, today=None) -
             source="phase_prior",
             created_at=now,
         ),
+        planher.calendar_feeds.insert().values(
+            user_id=user_id, token_hash=f"{user_id:064d}", created_at=now
+        ),
     ]
     for row in rows:
         run(client, client.app.state.database.execute, row)
@@ -257,6 +261,7 @@ USER_TABLES = [
     planher.daily_moods,
     planher.user_models,
     planher.predictions,
+    planher.calendar_feeds,
 ]
 
 
@@ -337,3 +342,46 @@ def test_a_new_password_may_not_be_a_common_one(client, account):
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "password_too_common"
+
+
+# ── retention: auto-delete ──
+
+
+def test_retention_days_is_null_or_at_least_90_and_her_export_says_it(client, account):
+    assert account.user["retention_days"] is None
+    for refused in (0, 30, 89, -1, "365", True, 1.5):
+        response = client.put(
+            "/users/me", headers=account.headers, json={"retention_days": refused}
+        )
+        assert response.status_code == 422, refused
+    set_ = client.put("/users/me", headers=account.headers, json={"retention_days": 365})
+    assert set_.status_code == 200 and set_.json()["retention_days"] == 365
+    export = client.get("/users/me/export", headers=account.headers).json()
+    assert export["user"]["retention_days"] == 365
+    cleared = client.put("/users/me", headers=account.headers, json={"retention_days": None})
+    assert cleared.json()["retention_days"] is None
+
+
+def test_history_older_than_her_retention_is_deleted_at_start_up(settings):
+    with TestClient(planher.create_app(settings)) as client:
+        keeper, forgetter = create_account(client), create_account(client)
+        for someone in (keeper, forgetter):
+            for start in (-200, -120, -93, -30):
+                body = {"start_date": day(start), "end_date": day(start + 4)}
+                assert (
+                    client.post("/periods/", headers=someone.headers, json=body).status_code == 201
+                )
+            for date in (-150, -91, -89, -1):
+                body = {"date": day(date), "energy_level": 1}
+                assert client.post("/moods/", headers=someone.headers, json=body).status_code == 201
+        client.put("/users/me", headers=forgetter.headers, json={"retention_days": 90})
+    with TestClient(planher.create_app(settings)) as client:  # the next start-up
+        kept = client.get("/periods/", headers=forgetter.headers).json()
+        # a period that ends within the 90 days stays whole
+        assert [p["start_date"] for p in kept] == [day(-30), day(-93)]
+        assert [m["date"] for m in client.get("/moods/", headers=forgetter.headers).json()] == [
+            day(-1),
+            day(-89),
+        ]
+        assert len(client.get("/periods/", headers=keeper.headers).json()) == 4
+        assert len(client.get("/moods/", headers=keeper.headers).json()) == 4
