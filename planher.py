@@ -10,7 +10,8 @@ behind a small facade) and the queries that handlers share, migrations, security
 (passwords, tokens, rate limits, audit), validation schemas (and the `@endpoint` decorator
 that validates and documents each handler), the cycle calculator, the importers of other
 trackers' files and the calendar feed, the energy models and their store, the handlers in
-the contract's order (auth, users, profiles, periods, moods, predictions, admin, service),
+the contract's order (auth, users, profiles, periods, moods, observations, predictions,
+admin, service),
 error handlers and middleware, then the app and its command line.
 """
 
@@ -249,6 +250,7 @@ DEFAULT_CYCLE_LENGTH = 28
 DEFAULT_LUTEAL_LENGTH = 14
 DEFAULT_MENSES_LENGTH = 5
 DEFAULT_NUMBER_OF_PEAK = 2
+BBT_MIN_CELSIUS, BBT_MAX_CELSIUS = 35.0, 39.0
 DEMO_DAYS = 180
 DEFAULT_FORECAST_DAYS = 28
 MAX_FORECAST_DAYS = 90
@@ -262,6 +264,15 @@ HUBER_THRESHOLD_DAYS = 3.0  # cycles further than this from the centre are down-
 POPULATION_CYCLE_SD = 3.0  # within-woman spread assumed before her own cycles say more
 SPREAD_PRIOR_WEIGHT_CYCLES = 2
 RANGE_Z = 1.2816  # ± z·sd holds 80% of a normal distribution
+# Ovulation from her observations (see detect_ovulation): the temperature shift is three
+# readings above the six before them, the third at least 0.2 °C above their highest.
+BBT_SHIFT_LOW_READINGS = 6
+BBT_SHIFT_HIGH_READINGS = 3
+BBT_SHIFT_CELSIUS = 0.2
+LUTEAL_MIN_DAYS, LUTEAL_MAX_DAYS = 7, 20  # a detected luteal phase outside these is noise
+# Within-woman spread of the luteal phase before her own say more: FedCycleData's median
+# within-woman SD is 1.1 days, its mean 1.6.
+POPULATION_LUTEAL_SD = 1.5
 
 COMMON_PASSWORDS = frozenset(
     line.strip()
@@ -368,6 +379,7 @@ ERROR_CODES = {
     "email_taken": "409: an account with this email already exists",
     "period_overlap": "409: the period overlaps one already logged",
     "mood_exists": "409: a mood is already logged for that date",
+    "observation_exists": "409: an observation is already logged for that date",
     "nothing_to_predict_from": "409: a prediction needs a logged period or a profile",
     "not_enough_data": "409: training needs more logged days",
     "body_too_large": "413: the body is over MAX_BODY_BYTES (IMPORT_MAX_BYTES for an import)",
@@ -495,6 +507,21 @@ daily_moods = sa.Table(
     sa.Index("ix_daily_moods_user_date", "user_id", "date", unique=True),
     sa.Index("ix_daily_moods_updated_at", "updated_at"),
     sa.Index("ix_daily_moods_date", "date"),
+)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _user_id_column(),
+    sa.Column("date", sa.Date, nullable=False),
+    sa.Column("lh_test", sa.String(8)),
+    sa.Column("bbt_celsius", sa.Float),
+    sa.Column("cervical_mucus", sa.String(16)),
+    sa.Column("notes", sa.String(2000)),
+    _timestamp_column("created_at"),
+    _timestamp_column("updated_at"),
+    sa.Index("ix_observations_user_date", "user_id", "date", unique=True),
 )
 
 user_models = sa.Table(
@@ -1067,6 +1094,13 @@ PERIOD_SPANS_OF = sa.select(period_records.c.start_date, period_records.c.end_da
     period_records.c.user_id == sa.bindparam("user_id")
 )
 
+SIGN_FIELDS = ("date", "lh_test", "bbt_celsius", "cervical_mucus")
+SIGNS_OF = (
+    sa.select(*(observations.c[name] for name in SIGN_FIELDS))
+    .where(observations.c.user_id == sa.bindparam("user_id"))
+    .order_by(observations.c.date)
+)
+
 
 async def fetch_profile(database: Database, user_id: int) -> dict[str, Any] | None:
     return await database.fetch_one(PROFILE_OF, {"user_id": user_id})
@@ -1095,6 +1129,7 @@ async def delete_expired_history(database: Database) -> int:
                     < keep_from,
                 ),
                 (daily_moods, daily_moods.c.date < keep_from),
+                (observations, observations.c.date < keep_from),
                 (predictions, predictions.c.date < keep_from),
             ):
                 rows = await database.fetch_all(
@@ -1197,16 +1232,16 @@ HISTORY_SOURCE = predictions.outerjoin(
 HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
 PERIODS = Listing(period_records, period_records.c.start_date)
 MOODS = Listing(daily_moods, daily_moods.c.date)
+OBSERVATIONS = Listing(observations, observations.c.date)
 PREDICTION_HISTORY = Listing(predictions, predictions.c.date, True, HISTORY_COLUMNS, HISTORY_SOURCE)
 ACCOUNTS = Listing(users, users.c.created_at, owned=False, columns=ACCOUNT_COLUMNS)
 AUDIT_EVENTS = Listing(audit_events, audit_events.c.at, owned=False)
 
 
-async def mood_on(database: Database, user_id: int, date: dt.date) -> Any:
+async def logged_on(database: Database, table: sa.Table, user_id: int, date: dt.date) -> Any:
+    """Her row of `table` (moods, observations: one a day) on `date`, if any."""
     return await database.fetch_one(
-        sa.select(daily_moods.c.id).where(
-            daily_moods.c.user_id == user_id, daily_moods.c.date == date
-        )
+        sa.select(table.c.id).where(table.c.user_id == user_id, table.c.date == date)
     )
 
 
@@ -1955,6 +1990,34 @@ class MoodUpdateBody(RequestBody):
     day_of_cycle: DayOfCycle | None = None
 
 
+LhTest = Literal["positive", "negative"]
+CervicalMucus = Literal["dry", "sticky", "creamy", "watery", "egg_white"]
+BbtCelsius = Annotated[
+    float,
+    Field(ge=BBT_MIN_CELSIUS, le=BBT_MAX_CELSIUS, description="two decimals (rounded)"),
+    AfterValidator(lambda celsius: round_half_up(celsius, 2)),
+]
+
+
+class ObservationBody(RequestBody):
+    date: Date = Field(None, description="Left out: her today, in her time zone.")
+    lh_test: LhTest | None = None
+    bbt_celsius: BbtCelsius | None = None
+    cervical_mucus: CervicalMucus | None = None
+    notes: Notes | None = None
+
+
+class ObservationUpdateBody(RequestBody):
+    date: Date = None
+    lh_test: LhTest | None = None
+    bbt_celsius: BbtCelsius | None = None
+    cervical_mucus: CervicalMucus | None = None
+    notes: Notes | None = None
+
+
+OBSERVATION_SIGNS = ("lh_test", "bbt_celsius", "cervical_mucus")
+
+
 class ListQuery(BaseModel):
     """`limit`, `offset`, `from`, `to` of every list; other query parameters are ignored."""
 
@@ -1983,6 +2046,7 @@ ModelSource = Literal["personal", "population", "phase_prior"]
 # The candidates of model_candidates, and the prior used when no model is shipped.
 ModelType = Literal["random_forest", "hist_gradient_boosting", "majority", "phase_prior"]
 ErrorCode = Literal[tuple(ERROR_CODES)]
+OvulationEvidence = Literal["lh", "bbt", "mucus", "estimated"]
 # Stored naive in UTC; answered as the contract writes them: `2026-11-24T08:30:00Z`.
 Timestamp = Annotated[
     dt.datetime,
@@ -1999,6 +2063,9 @@ DOCUMENTED_ENUMS = {
     "ModelType": ModelType,
     "Role": Literal["user", "admin"],
     "ErrorCode": ErrorCode,
+    "LhTest": LhTest,
+    "CervicalMucus": CervicalMucus,
+    "OvulationEvidence": OvulationEvidence,
 }
 
 
@@ -2093,6 +2160,24 @@ class MoodOut(BaseModel):
         return ENERGY_LABELS[self.energy_level]
 
 
+class ObservationOut(BaseModel):
+    id: int
+    date: dt.date
+    lh_test: LhTest | None
+    bbt_celsius: float | None
+    cervical_mucus: CervicalMucus | None
+    notes: str | None
+    created_at: Timestamp
+
+
+class OvulationOut(BaseModel):
+    date: dt.date
+    evidence: OvulationEvidence = Field(
+        description="lh: a positive LH test the day before; bbt: a sustained temperature "
+        "shift; mucus: her peak mucus day; estimated: from her cycle length and luteal phase"
+    )
+
+
 class CycleOut(BaseModel):
     length_estimate: int
     last_period_start: dt.date | None
@@ -2100,6 +2185,9 @@ class CycleOut(BaseModel):
     next_period_range: tuple[dt.date, dt.date] | None
     days_until_next_period: int | None
     fertile_window: tuple[dt.date, dt.date] | None
+    ovulation: OvulationOut | None = Field(
+        description="detected from her observations in this cycle, else estimated"
+    )
 
 
 class EnergyProbabilitiesOut(BaseModel):
@@ -2201,6 +2289,7 @@ class ExportOut(BaseModel):
     profile: ProfileOut | None
     periods: list[PeriodOut]
     moods: list[MoodOut]
+    observations: list[ObservationOut]
     predictions: list[PredictionHistoryOut]
     models: list[ModelSummaryOut]
 
@@ -2225,7 +2314,7 @@ class ImportCountOut(BaseModel):
 
 
 class ImportSkippedOut(BaseModel):
-    what: Literal["period", "mood", "profile", "day"]
+    what: Literal["period", "mood", "observation", "profile", "day"]
     reason: str
     count: int
     dates: list[dt.date] = Field(description=f"the first {IMPORT_REPORT_DATES} of them")
@@ -2243,6 +2332,7 @@ class ImportReportOut(BaseModel):
     dry_run: bool
     periods: ImportCountOut = Field(description="imported (with dry_run: would be)")
     moods: ImportCountOut = Field(description="imported (with dry_run: would be)")
+    observations: ImportCountOut = Field(description="imported (with dry_run: would be)")
     profile: ImportProfileOut | None = Field(description="null: the file has no settings")
     skipped: list[ImportSkippedOut]
     unmapped: dict[str, int] = Field(
@@ -2496,8 +2586,11 @@ class CycleLengthEstimate:
         return max(1, round(RANGE_Z * self.spread))
 
 
-def estimate_cycle_length(lengths: Sequence[int], prior_length: float) -> CycleLengthEstimate:
-    """Her next cycle's length from her past cycles (oldest first).
+def estimate_cycle_length(
+    lengths: Sequence[int], prior_length: float, prior_spread: float = POPULATION_CYCLE_SD
+) -> CycleLengthEstimate:
+    """Her next cycle's length from her past cycles (oldest first); the same for her luteal
+    phase, from its past lengths and their own prior.
 
     A robust (Huber), recency-weighted mean of her cycles, shrunk towards `prior_length`
     (her profile's cycle_length, or 28) as if that were one more cycle, so that one or two
@@ -2507,14 +2600,14 @@ def estimate_cycle_length(lengths: Sequence[int], prior_length: float) -> CycleL
     """
     n = len(lengths)
     if n == 0:
-        return CycleLengthEstimate(float(prior_length), POPULATION_CYCLE_SD, 0)
+        return CycleLengthEstimate(float(prior_length), prior_spread, 0)
     recency = [0.5 ** ((n - 1 - index) / RECENCY_HALF_LIFE_CYCLES) for index in range(n)]
     centre, weight = huber_mean(lengths, recency)
     days = (PRIOR_WEIGHT_CYCLES * prior_length + weight * centre) / (PRIOR_WEIGHT_CYCLES + weight)
     median = statistics.median(lengths)
     mad_sd = 1.4826 * statistics.median(abs(length - median) for length in lengths)
     spread = math.sqrt(
-        (SPREAD_PRIOR_WEIGHT_CYCLES * POPULATION_CYCLE_SD**2 + (n - 1) * mad_sd**2)
+        (SPREAD_PRIOR_WEIGHT_CYCLES * prior_spread**2 + (n - 1) * mad_sd**2)
         / (SPREAD_PRIOR_WEIGHT_CYCLES + n - 1)
     )
     return CycleLengthEstimate(days, spread, n)
@@ -2540,9 +2633,118 @@ def phase_on_day(
 
 
 @dataclasses.dataclass(frozen=True)
+class FertilitySign:
+    """One day's observation: what places ovulation."""
+
+    date: dt.date
+    lh_test: str | None = None
+    bbt_celsius: float | None = None
+    cervical_mucus: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Ovulation:
+    date: dt.date
+    evidence: str  # lh | bbt | mucus | estimated
+
+
+MUCUS_FERTILITY = {"dry": 0, "sticky": 1, "creamy": 2, "watery": 3, "egg_white": 4}
+FERTILE_MUCUS_RANK = MUCUS_FERTILITY["watery"]
+
+
+def ovulation_from_lh(signs: Sequence[FertilitySign]) -> dt.date | None:
+    """The LH surge comes a day or so before ovulation: the day after her first positive."""
+    positive = [sign.date for sign in signs if sign.lh_test == "positive"]
+    return positive[0] + dt.timedelta(days=1) if positive else None
+
+
+def ovulation_from_bbt(signs: Sequence[FertilitySign]) -> dt.date | None:
+    """The classic temperature shift: three readings in a row above the six before them,
+    the third at least BBT_SHIFT_CELSIUS above the highest of the six. Ovulation is the day
+    before the first high reading."""
+    readings = [(sign.date, sign.bbt_celsius) for sign in signs if sign.bbt_celsius is not None]
+    low, high = BBT_SHIFT_LOW_READINGS, BBT_SHIFT_HIGH_READINGS
+    for first in range(low, len(readings) - high + 1):
+        cover = max(celsius for _, celsius in readings[first - low : first])
+        shift = [celsius for _, celsius in readings[first : first + high]]
+        if min(shift) > cover and shift[-1] >= cover + BBT_SHIFT_CELSIUS - 1e-9:
+            return readings[first][0] - dt.timedelta(days=1)
+    return None
+
+
+def ovulation_from_mucus(signs: Sequence[FertilitySign]) -> dt.date | None:
+    """Her peak day: the last day of her most fertile mucus (watery or egg white), once a
+    later day has drier mucus. Ovulation is within a day of it."""
+    days = [
+        (sign.date, MUCUS_FERTILITY[sign.cervical_mucus]) for sign in signs if sign.cervical_mucus
+    ]
+    best = max((rank for _, rank in days), default=-1)
+    if best < FERTILE_MUCUS_RANK:
+        return None
+    peaks = [index for index, (_, rank) in enumerate(days) if rank == best]
+    first_peak_run_end = peaks[0]
+    while first_peak_run_end + 1 < len(days) and days[first_peak_run_end + 1][1] == best:
+        first_peak_run_end += 1
+    drier_later = any(rank < best for _, rank in days[first_peak_run_end + 1 :])
+    return days[first_peak_run_end][0] if drier_later else None
+
+
+def detect_ovulation(signs: Sequence[FertilitySign]) -> Ovulation | None:
+    """Ovulation in one cycle from its signs (oldest first): an LH test if she took one,
+    else her temperature shift, else her mucus peak."""
+    for evidence, detector in (
+        ("lh", ovulation_from_lh),
+        ("bbt", ovulation_from_bbt),
+        ("mucus", ovulation_from_mucus),
+    ):
+        if (date := detector(signs)) is not None:
+            return Ovulation(date, evidence)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenCycle:
+    """Her latest cycle, not over yet: its expected length and range, its luteal phase, and
+    the ovulation her observations show, if they do."""
+
+    length: int
+    range_days: int
+    luteal_length: int
+    ovulation: Ovulation | None
+
+
+@dataclasses.dataclass(frozen=True)
 class PeriodSpan:
     start: dt.date
     end: dt.date | None  # None while she has not logged it
+
+
+def ovulations_by_cycle(
+    starts: Sequence[dt.date], signs: Sequence[FertilitySign]
+) -> dict[dt.date, Ovulation]:
+    """The ovulation each cycle's signs show (by the cycle's start; starts and signs oldest
+    first): a cycle runs from one start to the day before the next."""
+    dates = [sign.date for sign in signs]
+    found = {}
+    for index, start in enumerate(starts):
+        first = bisect.bisect_left(dates, start)
+        last = bisect.bisect_left(dates, starts[index + 1]) if index + 1 < len(starts) else None
+        if (ovulation := detect_ovulation(signs[first:last])) is not None:
+            found[start] = ovulation
+    return found
+
+
+def luteal_lengths(starts: Sequence[dt.date], ovulations: Mapping[dt.date, Ovulation]) -> list[int]:
+    """Her past luteal phases, oldest first: from each detected ovulation to the day before
+    the next start, where that makes a luteal phase at all."""
+    lengths = []
+    for start, next_start in itertools.pairwise(starts):
+        ovulation = ovulations.get(start)
+        if ovulation is not None and CYCLE_MIN_DAYS <= (next_start - start).days <= CYCLE_MAX_DAYS:
+            luteal = (next_start - ovulation.date).days - 1
+            if LUTEAL_MIN_DAYS <= luteal <= LUTEAL_MAX_DAYS:
+                lengths.append(luteal)
+    return lengths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2565,24 +2767,53 @@ class CycleCalendar:
 
     periods: tuple[PeriodSpan, ...]  # oldest first
     estimate: CycleLengthEstimate
-    luteal_length: int
+    luteal_length: int  # her profile's (or the default): where ovulation is not detected
     menses_length: int
     profile: Mapping[str, Any] | None = None
+    ovulations: Mapping[dt.date, Ovulation] = dataclasses.field(default_factory=dict)
+    luteal_estimate: CycleLengthEstimate | None = None  # from her detected ovulations
 
     @classmethod
-    def build(cls, periods: Iterable[PeriodSpan], profile: Mapping[str, Any] | None = None):
+    def build(
+        cls,
+        periods: Iterable[PeriodSpan],
+        profile: Mapping[str, Any] | None = None,
+        signs: Iterable[FertilitySign] = (),
+    ):
         known = profile or {}
         ordered = tuple(sorted(periods, key=lambda period: period.start))
-        prior_length = known.get("cycle_length", DEFAULT_CYCLE_LENGTH)
+        starts = [period.start for period in ordered]
+        luteal_length = known.get("luteal_length", DEFAULT_LUTEAL_LENGTH)
+        ovulations = ovulations_by_cycle(starts, sorted(signs, key=lambda sign: sign.date))
         return cls(
             periods=ordered,
             estimate=estimate_cycle_length(
-                cycle_lengths(period.start for period in ordered), prior_length
+                cycle_lengths(starts), known.get("cycle_length", DEFAULT_CYCLE_LENGTH)
             ),
-            luteal_length=known.get("luteal_length", DEFAULT_LUTEAL_LENGTH),
+            luteal_length=luteal_length,
             menses_length=known.get("menses_length", DEFAULT_MENSES_LENGTH),
             profile=profile,
+            ovulations=ovulations,
+            luteal_estimate=estimate_cycle_length(
+                luteal_lengths(starts, ovulations), luteal_length, POPULATION_LUTEAL_SD
+            ),
         )
+
+    @functools.cached_property
+    def open_cycle(self) -> OpenCycle:
+        """Her latest cycle: of the estimated length, unless her observations show its
+        ovulation, which puts the next start her luteal phase (and a day) after it."""
+        estimated = OpenCycle(
+            self.estimate.length, self.estimate.range_days, self.luteal_length, None
+        )
+        ovulation = self.ovulations.get(self.periods[-1].start) if self.periods else None
+        if ovulation is None or self.luteal_estimate is None:
+            return estimated
+        luteal = self.luteal_estimate.length
+        length = (ovulation.date - self.periods[-1].start).days + luteal + 1
+        if not CYCLE_MIN_DAYS <= length <= CYCLE_MAX_DAYS:
+            return estimated  # signs that no cycle can have: trust the estimate
+        return OpenCycle(length, self.luteal_estimate.range_days, luteal, ovulation)
 
     def _index_on_or_before(self, date: dt.date) -> int | None:
         index = bisect.bisect_right([period.start for period in self.periods], date) - 1
@@ -2599,7 +2830,15 @@ class CycleCalendar:
 
     @property
     def late_after_day(self) -> int:
-        return self.estimate.length + self.estimate.range_days
+        return self.open_cycle.length + self.open_cycle.range_days
+
+    def luteal_length_of(self, start: dt.date, length: int) -> int:
+        """The luteal phase of the cycle from `start` lasting `length` days: what places
+        its ovulation (day `length − luteal`), detected or from her profile."""
+        ovulation = self.ovulations.get(start)
+        return (
+            self.luteal_length if ovulation is None else length - (ovulation.date - start).days - 1
+        )
 
     def cycle_day(self, date: dt.date, today: dt.date | None = None) -> CycleDay | None:
         """Day of cycle and phase on `date`, or None when her periods do not cover it (no
@@ -2618,32 +2857,40 @@ class CycleCalendar:
             # A completed cycle: its real length places ovulation; it cannot be late.
             day = (date - period.start).days + 1
             bleeding_days = (self.effective_end(period) - period.start).days + 1
+            luteal = self.luteal_length_of(period.start, length)
             return CycleDay(
-                day,
-                phase_on_day(day, length, bleeding_days, self.luteal_length),
-                length,
-                period.start,
+                day, phase_on_day(day, length, bleeding_days, luteal), length, period.start
             )
         start, bleeding_days = period.start, (self.effective_end(period) - period.start).days + 1
-        estimated = self.estimate.length
-        if today is not None and date > today and (today - start).days < self.late_after_day:
-            cycles_ahead = (date - start).days // estimated
-            if cycles_ahead:
-                start += dt.timedelta(days=cycles_ahead * estimated)
-                bleeding_days = self.menses_length
+        open_cycle, estimated = self.open_cycle, self.estimate.length
+        if (
+            today is not None
+            and date > today
+            and (today - start).days < self.late_after_day
+            and (date - start).days >= open_cycle.length
+        ):
+            # Past her open cycle: projected cycles of the estimated length follow it.
+            later_days = (date - start).days - open_cycle.length
+            start += dt.timedelta(days=open_cycle.length + later_days // estimated * estimated)
+            day = (date - start).days + 1
+            phase = phase_on_day(day, estimated, self.menses_length, self.luteal_length)
+            return CycleDay(day, phase, estimated, start)
         day = (date - start).days + 1
         if day > CYCLE_MAX_DAYS:
             return None
-        return CycleDay(day, self.phase_on_open_cycle_day(day, bleeding_days), estimated, start)
+        phase = phase_on_day(
+            day, open_cycle.length, bleeding_days, open_cycle.luteal_length, self.late_after_day
+        )
+        return CycleDay(day, phase, open_cycle.length, start)
 
-    def phase_on_open_cycle_day(self, day_of_cycle: int, bleeding_days: int | None = None) -> str:
-        """The phase on a day of a cycle whose end is not recorded yet."""
+    def phase_on_estimated_cycle_day(self, day_of_cycle: int) -> str:
+        """The phase on a day of a cycle her periods do not place: one of the estimate."""
         return phase_on_day(
             day_of_cycle,
             self.estimate.length,
-            self.menses_length if bleeding_days is None else bleeding_days,
+            self.menses_length,
             self.luteal_length,
-            self.late_after_day,
+            self.estimate.length + self.estimate.range_days,
         )
 
     def overlapping(self, candidate: PeriodSpan, ignore_start: dt.date | None = None):
@@ -2658,7 +2905,7 @@ class CycleCalendar:
 
     def outlook(self, date: dt.date, today: dt.date | None = None) -> dict[str, Any]:
         """The contract's `cycle` block, seen from `date` (projected past `today`)."""
-        length, range_days = self.estimate.length, self.estimate.range_days
+        length = self.estimate.length
         cycle = self.cycle_day(date, today)
         if cycle is None:
             index = self._index_on_or_before(date)
@@ -2669,11 +2916,21 @@ class CycleCalendar:
                 "next_period_range": None,
                 "days_until_next_period": None,
                 "fertile_window": None,
+                "ovulation": None,
             }
         last_start = cycle.start
         next_start = last_start + dt.timedelta(days=cycle.cycle_length)
-        # Day d of the cycle is start + d − 1; ovulation is day `length − luteal_length`.
-        ovulation = last_start + dt.timedelta(days=cycle.cycle_length - self.luteal_length - 1)
+        open_cycle = self.open_cycle
+        in_open_cycle = bool(self.periods) and last_start == self.periods[-1].start
+        range_days = open_cycle.range_days if in_open_cycle else self.estimate.range_days
+        detected = open_cycle.ovulation if in_open_cycle else self.ovulations.get(last_start)
+        if detected is not None:
+            ovulation = detected
+        else:
+            # Day d of the cycle is start + d − 1; ovulation is day `length − luteal_length`.
+            luteal = self.luteal_length
+            estimated = last_start + dt.timedelta(days=cycle.cycle_length - luteal - 1)
+            ovulation = Ovulation(estimated, "estimated")
         return {
             "length_estimate": length,
             "last_period_start": last_start,
@@ -2684,9 +2941,10 @@ class CycleCalendar:
             ],
             "days_until_next_period": (next_start - date).days,
             "fertile_window": [
-                ovulation - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
-                ovulation + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
+                ovulation.date - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
+                ovulation.date + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
             ],
+            "ovulation": {"date": ovulation.date, "evidence": ovulation.evidence},
         }
 
 
@@ -2761,6 +3019,15 @@ class ImportedMood:
     day_of_cycle: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ImportedObservation:
+    date: dt.date
+    lh_test: str | None = None
+    bbt_celsius: float | None = None
+    cervical_mucus: str | None = None
+    notes: str | None = None
+
+
 class SkipLog:
     """What an import leaves out, grouped by (what, reason), with the dates concerned."""
 
@@ -2789,6 +3056,7 @@ class ImportedHistory:
     format: str
     periods: list[ImportedPeriod] = dataclasses.field(default_factory=list)
     moods: list[ImportedMood] = dataclasses.field(default_factory=list)
+    observations: list[ImportedObservation] = dataclasses.field(default_factory=list)
     profile: dict[str, Any] = dataclasses.field(default_factory=dict)
     skipped: SkipLog = dataclasses.field(default_factory=SkipLog)
     unmapped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -2809,6 +3077,9 @@ class DaySignals:
     low_energy: bool = False
     high_energy: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
+    lh_test: str | None = None
+    bbt_celsius: float | None = None
+    cervical_mucus: str | None = None
 
 
 SPOTTING_SKIPPED = "spotting (it never starts or extends a period)"
@@ -2878,6 +3149,41 @@ def moods_from_days(days: Mapping[dt.date, DaySignals], skipped: SkipLog) -> lis
     return moods
 
 
+def observations_from_days(
+    days: Mapping[dt.date, DaySignals], skipped: SkipLog
+) -> list[ImportedObservation]:
+    """An observation for each day with a fertility sign PlanHer records."""
+    found = []
+    for date, day in sorted(days.items()):
+        celsius = day.bbt_celsius
+        if celsius is not None and not BBT_MIN_CELSIUS <= celsius <= BBT_MAX_CELSIUS:
+            skipped.add("observation", "a temperature outside 35–39 °C", date)
+            celsius = None
+        if day.lh_test or celsius is not None or day.cervical_mucus:
+            found.append(
+                ImportedObservation(
+                    date,
+                    day.lh_test,
+                    None if celsius is None else round_half_up(celsius, 2),
+                    day.cervical_mucus,
+                )
+            )
+    return found
+
+
+def _celsius(text: Any, where: str) -> float | None:
+    """A temperature as trackers write it: `36.45`, or nothing."""
+    if text in (None, ""):
+        return None
+    try:
+        celsius = float(text)
+    except (TypeError, ValueError):
+        raise MalformedFile(f"{where}: not a temperature") from None
+    if not math.isfinite(celsius):
+        raise MalformedFile(f"{where}: not a temperature")
+    return celsius
+
+
 def _words(option: str) -> str:
     return option.replace("_", " ").strip()
 
@@ -2937,7 +3243,19 @@ def read_planher_export(data: Any) -> ImportedHistory:
                 day,
             )
         )
-    for key in ("user", "observations", "predictions", "models"):
+    for where, sign in _objects(data.get("observations", []), "observations"):
+        try:
+            read = ObservationBody.model_validate(
+                {name: sign.get(name) for name in ("date", *OBSERVATION_SIGNS, "notes")},
+                strict=False,
+            )
+        except ValidationError as error:
+            field = ".".join(map(str, error.errors()[0]["loc"]))
+            raise MalformedFile(f"{where}.{field}: {error.errors()[0]['msg']}") from None
+        if read.date is None or all(getattr(read, name) is None for name in OBSERVATION_SIGNS):
+            raise MalformedFile(f"{where}: an observation has a date and at least one sign")
+        history.observations.append(ImportedObservation(**read.model_dump()))
+    for key in ("user", "predictions", "models"):
         if data.get(key):
             history.count_unmapped(key, len(data[key]) if isinstance(data[key], list) else 1)
     return history
@@ -2947,8 +3265,12 @@ def read_planher_export(data: Any) -> ImportedHistory:
 
 DRIP_LOW_ENERGY, DRIP_HIGH_ENERGY = "mood.fatigue", "mood.energetic"
 DRIP_MOOD_WORDS = ("happy", "sad", "stressed", "balanced", "fine", "anxious", "angry", "other")
+# drip's mucus value (from feeling and texture, as the sympto-thermal method scores it):
+# 0 dry, 1 nothing felt, 2 moist, 3 stretchy, 4 the most fertile.
+DRIP_MUCUS = {"0": "dry", "1": "sticky", "2": "creamy", "3": "watery", "4": "egg_white"}
 DRIP_USED_COLUMNS = frozenset(
     {"date", "bleeding.value", "bleeding.exclude", "note.value", "mood.note"}
+    | {"temperature.value", "temperature.exclude", "mucus.value", "mucus.exclude"}
     | {DRIP_LOW_ENERGY, DRIP_HIGH_ENERGY}
     | {f"mood.{word}" for word in DRIP_MOOD_WORDS}
 )
@@ -2983,6 +3305,13 @@ def read_drip_csv(text: Iterable[str]) -> ImportedHistory:
         elif value:
             bleeding.append(date)
         day = days[date]
+        if not flag("temperature.exclude"):
+            day.bbt_celsius = _celsius(row.get("temperature.value"), f"{where}, temperature.value")
+        mucus = (row.get("mucus.value") or "").strip()
+        if mucus and mucus not in DRIP_MUCUS:
+            raise MalformedFile(f"{where}: mucus.value must be 0 to 4")
+        if mucus and not flag("mucus.exclude"):
+            day.cervical_mucus = DRIP_MUCUS[mucus]
         day.low_energy, day.high_energy = flag(DRIP_LOW_ENERGY), flag(DRIP_HIGH_ENERGY)
         day.notes += [row.get("note.value") or "", row.get("mood.note") or ""]
         day.notes += [word for word in DRIP_MOOD_WORDS if flag(f"mood.{word}")]
@@ -2991,6 +3320,7 @@ def read_drip_csv(text: Iterable[str]) -> ImportedHistory:
                 history.count_unmapped(column)
     history.periods = periods_from_bleeding_days(bleeding)
     history.moods = moods_from_days(days, history.skipped)
+    history.observations = observations_from_days(days, history.skipped)
     return history
 
 
@@ -3000,6 +3330,7 @@ CLUE_BLEEDING = frozenset({"light", "medium", "heavy", "very_heavy"})
 CLUE_LOW_ENERGY = frozenset({"tired", "exhausted"})
 CLUE_HIGH_ENERGY = frozenset({"energetic", "fully_energized"})
 CLUE_NOTE_TYPES = frozenset({"feelings", "mind"})
+CLUE_LH_TESTS = {"ovulation_positive": "positive", "ovulation_negative": "negative"}
 
 
 def _options(value: Any, where: str) -> list[str]:
@@ -3035,12 +3366,19 @@ def read_clue_measurements(data: Any) -> ImportedHistory:
                 days[date].high_energy |= option in CLUE_HIGH_ENERGY
                 if option not in CLUE_LOW_ENERGY | CLUE_HIGH_ENERGY:
                     history.count_unmapped(f"energy.{option}")
+        elif kind == "tests":
+            for option in _options(entry.get("value"), where):
+                if option in CLUE_LH_TESTS:
+                    days[date].lh_test = CLUE_LH_TESTS[option]
+                else:
+                    history.count_unmapped(f"tests.{option}")
         elif kind in CLUE_NOTE_TYPES:
             days[date].notes += [_words(option) for option in _options(entry.get("value"), where)]
         else:
             history.count_unmapped(kind)
     history.periods = periods_from_bleeding_days(bleeding)
     history.moods = moods_from_days(days, history.skipped)
+    history.observations = observations_from_days(days, history.skipped)
     return history
 
 
@@ -3109,11 +3447,14 @@ def read_flo(data: Any) -> ImportedHistory:
             days[date].low_energy = True
         elif category == "Mood" and isinstance(subcategory, str):
             days[date].notes.append(subcategory)
+        elif category == "OvulationTest" and subcategory in ("Positive", "Negative"):
+            days[date].lh_test = subcategory.lower()
         else:
             history.count_unmapped(f"{category}/{subcategory}")
     for key in data.keys() - {"operationalData"}:
         history.count_unmapped(key)
     history.moods = moods_from_days(days, history.skipped)
+    history.observations = observations_from_days(days, history.skipped)
     return history
 
 
@@ -3168,6 +3509,7 @@ def read_periodical(data: Any) -> ImportedHistory:
         kind = row.get("eventtype")
         if kind not in ("0", "1", "2"):
             raise MalformedFile(f"{where}.eventtype: expected 0, 1 or 2")
+        days[date].bbt_celsius = _celsius(row.get("eventtemp"), f"{where}.eventtemp")
         if kind != "0":
             bleeding.append(date)
             if kind == "1":
@@ -3196,6 +3538,7 @@ def read_periodical(data: Any) -> ImportedHistory:
         else:
             history.count_unmapped(f"option {name}")
     history.moods = moods_from_days(days, history.skipped)
+    history.observations = observations_from_days(days, history.skipped)
     return history
 
 
@@ -3430,12 +3773,39 @@ def read_import(
         raise MalformedFile(f"it is not laid out as a {format_name} export") from None
 
 
+def dated_kept(
+    what: str,
+    items: Iterable[Any],
+    stored_dates: set[dt.date],
+    today: dt.date,
+    keep_from: dt.date | None,
+    skipped: SkipLog,
+) -> list[Any]:
+    """Of a file's one-a-day items (moods, observations), those to store: none in the
+    future, none her retention would delete, none on a date she has logged, one a date."""
+    kept, dates = [], set(stored_dates)
+    for item in sorted(items, key=lambda item: item.date):
+        if item.date > today:
+            skipped.add(what, "in the future", item.date)
+        elif keep_from is not None and item.date < keep_from:
+            skipped.add(what, "older than her retention_days keep", item.date)
+        elif item.date in stored_dates:
+            skipped.add(what, f"she already logged that day's {what}", item.date)
+        elif item.date in dates:
+            skipped.add(what, f"a second {what} for that day in the file", item.date)
+        else:
+            kept.append(item)
+            dates.add(item.date)
+    return kept
+
+
 @dataclasses.dataclass
 class ImportPlan:
     """What an import stores, given what she already has."""
 
     periods: list[ImportedPeriod]
     moods: list[ImportedMood]
+    observations: list[ImportedObservation]
     profile: dict[str, Any] | None  # to create, when she has none and the file has one whole
     skipped: SkipLog
 
@@ -3444,6 +3814,7 @@ def plan_import(
     history: ImportedHistory,
     stored: CycleCalendar,
     stored_mood_dates: set[dt.date],
+    stored_observation_dates: set[dt.date],
     has_profile: bool,
     today: dt.date,
     keep_from: dt.date | None,
@@ -3477,19 +3848,10 @@ def plan_import(
         else:
             kept.append(dataclasses.replace(period, end=end))
             spans.append(candidate)
-    moods, dates = [], set(stored_mood_dates)
-    for mood in sorted(history.moods, key=lambda mood: mood.date):
-        if mood.date > today:
-            skipped.add("mood", "in the future", mood.date)
-        elif keep_from is not None and mood.date < keep_from:
-            skipped.add("mood", "older than her retention_days keep", mood.date)
-        elif mood.date in stored_mood_dates:
-            skipped.add("mood", "she already logged a mood that day", mood.date)
-        elif mood.date in dates:
-            skipped.add("mood", "a second mood for that day in the file", mood.date)
-        else:
-            moods.append(mood)
-            dates.add(mood.date)
+    moods = dated_kept("mood", history.moods, stored_mood_dates, today, keep_from, skipped)
+    kept_observations = dated_kept(
+        "observation", history.observations, stored_observation_dates, today, keep_from, skipped
+    )
     profile = None
     if history.profile:
         if has_profile:
@@ -3504,7 +3866,7 @@ def plan_import(
             skipped.add("profile", problems[0][1])
         else:
             profile = history.profile
-    return ImportPlan(kept, moods, profile, skipped)
+    return ImportPlan(kept, moods, kept_observations, profile, skipped)
 
 
 def import_report(history: ImportedHistory, plan: ImportPlan, dry_run: bool) -> dict[str, Any]:
@@ -3520,6 +3882,7 @@ def import_report(history: ImportedHistory, plan: ImportPlan, dry_run: bool) -> 
         "dry_run": dry_run,
         "periods": counted([period.start for period in plan.periods]),
         "moods": counted([mood.date for mood in plan.moods]),
+        "observations": counted([sign.date for sign in plan.observations]),
         "profile": (
             {"found": history.profile, "applied": plan.profile is not None}
             if history.profile
@@ -3548,21 +3911,22 @@ def predicted_periods(calendar: CycleCalendar, today: dt.date, count: int) -> li
     if outlook["next_period_start"] is None:
         return []
     length, range_days = calendar.estimate.length, calendar.estimate.range_days
+    first_range_days = (outlook["next_period_start"] - outlook["next_period_range"][0]).days
     predicted = []
     for number in range(1, count + 1):
         start = outlook["next_period_start"] + dt.timedelta(days=(number - 1) * length)
-        spread = dt.timedelta(days=round(range_days * math.sqrt(number)))
+        spread = dt.timedelta(
+            days=round(math.sqrt(first_range_days**2 + (number - 1) * range_days**2))
+        )
         ovulation = start - dt.timedelta(days=calendar.luteal_length + 1)
+        fertile_window = (
+            ovulation - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
+            ovulation + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
+        )
+        if number == 1:  # this cycle's: where her observations may have placed it
+            fertile_window = tuple(outlook["fertile_window"])
         predicted.append(
-            PredictedPeriod(
-                number,
-                start,
-                (start - spread, start + spread),
-                (
-                    ovulation - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
-                    ovulation + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
-                ),
-            )
+            PredictedPeriod(number, start, (start - spread, start + spread), fertile_window)
         )
     return predicted
 
@@ -3686,7 +4050,7 @@ def mood_cycle_day(
     if cycle is not None or given_day is None:
         return cycle
     return CycleDay(
-        given_day, calendar.phase_on_open_cycle_day(given_day), calendar.estimate.length, None
+        given_day, calendar.phase_on_estimated_cycle_day(given_day), calendar.estimate.length, None
     )
 
 
@@ -4244,11 +4608,19 @@ class Trainer:
 # ── Handlers: what the groups share ──────────────────────────────────────────────────────
 
 
+async def fetch_signs(database: Database, user_id: int) -> list[FertilitySign]:
+    """Her observations as the cycle calculator reads them, oldest first."""
+    return [
+        FertilitySign(**row) for row in await database.fetch_all(SIGNS_OF, {"user_id": user_id})
+    ]
+
+
 async def load_calendar(database: Database, user_id: int) -> CycleCalendar:
     rows = await fetch_periods(database, user_id)
     return CycleCalendar.build(
         [PeriodSpan(row["start_date"], row["end_date"]) for row in rows],
         await fetch_profile(database, user_id),
+        await fetch_signs(database, user_id),
     )
 
 
@@ -4595,8 +4967,11 @@ async def export_me(request: Request) -> Any:
         .where(user_models.c.user_id == user_id)
         .order_by(user_models.c.version.desc())
     )
+    signs = await owned(observations, observations.c.date.desc())
     calendar = CycleCalendar.build(
-        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods], profile
+        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
+        profile,
+        [FertilitySign(**{name: row[name] for name in SIGN_FIELDS}) for row in signs],
     )
     await audit(request, "export", ok=True)
     return {
@@ -4604,6 +4979,7 @@ async def export_me(request: Request) -> Any:
         "profile": profile,
         "periods": [period_out(row, calendar) for row in periods],
         "moods": [mood_out(row, calendar) for row in moods],
+        "observations": signs,
         "predictions": served,
         "models": models,
     }
@@ -4670,13 +5046,16 @@ async def import_plan(
 ) -> ImportPlan:
     database, user_id = request.app.state.database, request.user.id
     profile = await fetch_profile(database, user_id)
-    mood_dates = await database.fetch_large(
-        sa.select(daily_moods.c.date).where(daily_moods.c.user_id == user_id)
-    )
+
+    async def dates_of(table: sa.Table) -> set[dt.date]:
+        rows = await database.fetch_large(sa.select(table.c.date).where(table.c.user_id == user_id))
+        return {row["date"] for row in rows}
+
     return plan_import(
         history,
         await load_calendar(database, user_id),
-        {row["date"] for row in mood_dates},
+        await dates_of(daily_moods),
+        await dates_of(observations),
         profile is not None,
         today,
         keep_from,
@@ -4728,6 +5107,11 @@ async def import_me(request: Request, query: ImportQuery) -> Any:
                     }
                     for mood in plan.moods
                 ],
+            )
+        if plan.observations:
+            await database.execute(
+                observations.insert(),
+                [{**stamps, **dataclasses.asdict(sign)} for sign in plan.observations],
             )
     await audit(request, "import", ok=True, target=history.format)
     if plan.periods or plan.moods:
@@ -4795,6 +5179,7 @@ async def calendar_feed(request: Request) -> Response:
     calendar = CycleCalendar.build(
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
         await fetch_profile(database, owner["id"]),
+        await fetch_signs(database, owner["id"]),
     )
     # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.
     feed_key = hashlib.sha256(f"{owner['id']}:{owner['created_at']}".encode()).hexdigest()[:16]
@@ -4968,7 +5353,7 @@ def mood_out(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
     }
 
 
-def check_mood_date(date: dt.date, today: dt.date) -> None:
+def check_not_in_the_future(date: dt.date, today: dt.date) -> None:
     if date > today:
         raise rule_errors([("date", f"date may not be in the future (after {today})")])
 
@@ -4993,11 +5378,11 @@ async def list_moods(request: Request, query: ListQuery) -> Any:
 async def create_mood(request: Request, body: MoodBody) -> Any:
     today = her_today(request)
     fields = {**body.model_dump(), "date": body.date or today}
-    check_mood_date(fields["date"], today)
+    check_not_in_the_future(fields["date"], today)
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
     try:
         async with user_write_transaction(database, user_id):
-            if await mood_on(database, user_id, fields["date"]):
+            if await logged_on(database, daily_moods, user_id, fields["date"]):
                 raise mood_conflict(fields["date"])
             row = await database.fetch_one(
                 daily_moods.insert()
@@ -5023,8 +5408,8 @@ async def update_mood(request: Request, body: MoodUpdateBody) -> Any:
     async with user_write_transaction(database, user_id):
         current = await fetch_owned(database, daily_moods, mood_id, user_id, "Mood")
         if "date" in changes and changes["date"] != current["date"]:
-            check_mood_date(changes["date"], her_today(request))
-            if await mood_on(database, user_id, changes["date"]):
+            check_not_in_the_future(changes["date"], her_today(request))
+            if await logged_on(database, daily_moods, user_id, changes["date"]):
                 raise mood_conflict(changes["date"])
         row = await database.fetch_one(
             daily_moods.update()
@@ -5041,6 +5426,84 @@ async def delete_mood(request: Request) -> Response:
     response = await delete_owned(request, daily_moods, "Mood")
     request.app.state.trainer.schedule(request.user.id)
     return response
+
+
+# ── Handlers: observations ───────────────────────────────────────────────────────────────
+
+
+def check_signs(fields: Mapping[str, Any]) -> None:
+    if all(fields.get(name) is None for name in OBSERVATION_SIGNS):
+        message = "Give at least one of lh_test, bbt_celsius and cervical_mucus"
+        raise RequestValidationError([{"loc": (), "msg": message, "type": "missing"}], "body")
+
+
+def observation_conflict(date: dt.date) -> APIError:
+    return APIError(
+        409, "observation_exists", f"An observation is already logged for {date}; change that one"
+    )
+
+
+@endpoint(
+    "Her fertility observations, newest first", ok=(200, list[ObservationOut]), query=ListQuery
+)
+async def list_observations(request: Request, query: ListQuery) -> Any:
+    rows, total = await list_page(request.app.state.database, OBSERVATIONS, query, request.user.id)
+    return list_response(rows, total)
+
+
+@endpoint(
+    "Log a day's fertility signs (an LH test, her temperature, her mucus)",
+    ok=(201, ObservationOut),
+    body=ObservationBody,
+    errors={409: "An observation is already logged for that date"},
+)
+async def create_observation(request: Request, body: ObservationBody) -> Any:
+    today = her_today(request)
+    fields = {**body.model_dump(), "date": body.date or today}
+    check_not_in_the_future(fields["date"], today)
+    check_signs(fields)
+    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    try:
+        async with user_write_transaction(database, user_id):
+            if await logged_on(database, observations, user_id, fields["date"]):
+                raise observation_conflict(fields["date"])
+            return await database.fetch_one(
+                observations.insert()
+                .values(user_id=user_id, **fields, created_at=now, updated_at=now)
+                .returning(*observations.c)
+            )
+    except UNIQUE_VIOLATIONS:
+        raise observation_conflict(fields["date"]) from None
+
+
+@endpoint(
+    "Change an observation",
+    ok=(200, ObservationOut),
+    body=ObservationUpdateBody,
+    errors={404: "Observation not found", 409: "An observation is already logged for that date"},
+)
+async def update_observation(request: Request, body: ObservationUpdateBody) -> Any:
+    observation_id = path_id(request)
+    changes = body.model_dump(include=body.model_fields_set)
+    database, user_id = request.app.state.database, request.user.id
+    async with user_write_transaction(database, user_id):
+        current = await fetch_owned(database, observations, observation_id, user_id, "Observation")
+        check_signs({**current, **changes})
+        if "date" in changes and changes["date"] != current["date"]:
+            check_not_in_the_future(changes["date"], her_today(request))
+            if await logged_on(database, observations, user_id, changes["date"]):
+                raise observation_conflict(changes["date"])
+        return await database.fetch_one(
+            observations.update()
+            .where(observations.c.id == observation_id)
+            .values(**changes, updated_at=utc_now())
+            .returning(*observations.c)
+        )
+
+
+@endpoint("Delete an observation", ok=(204, None), errors={404: "Observation not found"})
+async def delete_observation(request: Request) -> Response:
+    return await delete_owned(request, observations, "Observation")
 
 
 # ── Handlers: predictions ────────────────────────────────────────────────────────────────
@@ -5378,7 +5841,16 @@ def _operation_document(
     return document
 
 
-API_GROUPS = ("auth", "users", "profiles", "periods", "moods", "predictions", "admin")
+API_GROUPS = (
+    "auth",
+    "users",
+    "profiles",
+    "periods",
+    "moods",
+    "observations",
+    "predictions",
+    "admin",
+)
 
 
 def _enums_named(document: Any, enums: Mapping[str, Any]) -> Any:
@@ -5750,6 +6222,8 @@ ROUTES = [
     resource("/periods/{id:int}", put=update_period, delete=delete_period),
     *with_and_without_slash("/moods", get=list_moods, post=create_mood),
     resource("/moods/{id:int}", put=update_mood, delete=delete_mood),
+    *with_and_without_slash("/observations", get=list_observations, post=create_observation),
+    resource("/observations/{id:int}", put=update_observation, delete=delete_observation),
     resource("/predictions/current", get=current_prediction),
     resource("/predictions/forecast", get=forecast),
     resource("/predictions/history", get=prediction_history),

@@ -82,9 +82,9 @@ def days(n: int) -> dt.timedelta:
     return dt.timedelta(days=n)
 
 
-def calendar(*spans, profile=None) -> planher.CycleCalendar:
+def calendar(*spans, profile=None, signs=()) -> planher.CycleCalendar:
     return planher.CycleCalendar.build(
-        [planher.PeriodSpan(start, end) for start, end in spans], profile
+        [planher.PeriodSpan(start, end) for start, end in spans], profile, signs
     )
 
 
@@ -450,7 +450,7 @@ def test_the_import_plan_keeps_hers_and_leaves_out_overlaps_the_future_and_long_
         (D + days(120), D + days(121)),  # the future
         moods=[D + days(1), D + days(40), D + days(200)],
     )
-    plan = planher.plan_import(history, stored, {D + days(1)}, False, D + days(92), None)
+    plan = planher.plan_import(history, stored, {D + days(1)}, set(), False, D + days(92), None)
     assert plan.periods == [
         planher.ImportedPeriod(D + days(30), D + days(34)),
         planher.ImportedPeriod(D + days(90), None),
@@ -463,14 +463,14 @@ def test_the_import_plan_keeps_hers_and_leaves_out_overlaps_the_future_and_long_
         ("period", "overlaps another period in the file"): 1,
         ("period", "lasts more than 15 days"): 1,
         ("period", "starts in the future"): 1,
-        ("mood", "she already logged a mood that day"): 1,
+        ("mood", "she already logged that day's mood"): 1,
         ("mood", "in the future"): 1,
     }
 
 
 def test_a_profile_is_made_only_from_a_whole_one_and_never_over_hers():
     settings = planher.ImportedHistory("clue_backup", profile={"cycle_length": 30})
-    plan = planher.plan_import(settings, calendar(), set(), False, D, None)
+    plan = planher.plan_import(settings, calendar(), set(), set(), False, D, None)
     assert plan.profile is None and ("profile",) == tuple(w for w, _ in plan.skipped.entries)
     whole = {
         "height_cm": 160,
@@ -482,8 +482,8 @@ def test_a_profile_is_made_only_from_a_whole_one_and_never_over_hers():
         "number_of_peak": 2,
     }
     export = planher.ImportedHistory("planher", profile=whole)
-    assert planher.plan_import(export, calendar(), set(), False, D, None).profile == whole
-    assert planher.plan_import(export, calendar(), set(), True, D, None).profile is None
+    assert planher.plan_import(export, calendar(), set(), set(), False, D, None).profile == whole
+    assert planher.plan_import(export, calendar(), set(), set(), True, D, None).profile is None
 
 
 # ── calendar feed ──

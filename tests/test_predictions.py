@@ -88,6 +88,7 @@ def test_with_only_a_profile_the_cycle_is_unknown_and_the_phase_prior_answers(cl
         "next_period_range": None,
         "days_until_next_period": None,
         "fertile_window": None,
+        "ovulation": None,
     }
     assert prediction["model"] == {
         "source": "phase_prior",

@@ -246,6 +246,9 @@ def give_user_one_row_everywhere_but_profile(client, user_id: int, today=None) -
             source="phase_prior",
             created_at=now,
         ),
+        planher.observations.insert().values(
+            user_id=user_id, date=today, lh_test="positive", created_at=now, updated_at=now
+        ),
         planher.calendar_feeds.insert().values(
             user_id=user_id, token_hash=f"{user_id:064d}", created_at=now
         ),
@@ -262,6 +265,7 @@ USER_TABLES = [
     planher.user_models,
     planher.predictions,
     planher.calendar_feeds,
+    planher.observations,
 ]
 
 
@@ -313,12 +317,22 @@ def test_export_holds_everything_she_owns_and_nothing_else(client, account):
     response = client.get("/users/me/export", headers=account.headers)
     assert response.status_code == 200
     export = response.json()
-    assert set(export) == {"user", "profile", "periods", "moods", "predictions", "models"}
+    assert set(export) == {
+        "user",
+        "profile",
+        "periods",
+        "moods",
+        "observations",
+        "predictions",
+        "models",
+    }
     assert export["user"] == client.get("/users/me", headers=account.headers).json()
     assert export["profile"] == client.get("/profiles/me", headers=account.headers).json()
     assert export["profile"]["height_cm"] == 160
     assert export["periods"] == client.get("/periods/", headers=account.headers).json()
     assert export["moods"] == client.get("/moods/", headers=account.headers).json()
+    assert export["observations"] == client.get("/observations/", headers=account.headers).json()
+    assert len(export["observations"]) == 1
     assert len(export["periods"]) == 2 and len(export["moods"]) == 2
     [prediction] = export["predictions"]
     assert prediction["source"] == "phase_prior" and prediction["actual_level"] == 1
@@ -331,7 +345,8 @@ def test_export_holds_everything_she_owns_and_nothing_else(client, account):
 def test_export_of_a_new_account_is_empty_but_complete(client, account):
     export = client.get("/users/me/export", headers=account.headers).json()
     assert export["profile"] is None
-    assert export["periods"] == export["moods"] == export["predictions"] == export["models"] == []
+    assert export["periods"] == export["moods"] == export["observations"] == []
+    assert export["predictions"] == export["models"] == []
 
 
 def test_a_new_password_may_not_be_a_common_one(client, account):

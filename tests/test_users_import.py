@@ -128,7 +128,7 @@ def test_spotting_and_excluded_days_are_reported_not_imported(client, account):
     spotting = skipped[("day", planher.SPOTTING_SKIPPED)]
     assert spotting["count"] == 2 and spotting["dates"] == ["2025-01-20", "2025-03-03"]
     assert skipped[("day", "bleeding she marked as not her period")]["dates"] == ["2025-02-20"]
-    assert report["unmapped"]["temperature.value"] == 2  # counted, not lost in silence
+    assert report["unmapped"]["temperature.time"] == 2  # counted, not lost in silence
 
 
 def test_notes_come_along_with_the_energy_of_the_day(client, account):
@@ -136,6 +136,21 @@ def test_notes_come_along_with_the_energy_of_the_day(client, account):
     notes = {m["date"]: m["notes"] for m in client.get("/moods/", headers=account.headers).json()}
     assert notes["2025-01-16"] == "great run. felt strong; happy"
     assert notes["2025-02-05"] == "sad"
+
+
+@pytest.mark.parametrize(
+    "name, signs",
+    [
+        ("drip-export.csv", [("2025-03-19", None, 36.7), ("2025-01-16", None, 36.45)]),
+        ("clue-measurements.json", [("2025-02-18", "positive", None)]),
+        ("flo-export.json", [("2025-02-18", "positive", None)]),
+    ],
+)
+def test_temperatures_and_lh_tests_come_across_as_observations(client, account, name, signs):
+    report = import_file(client, account, sample(name)).json()
+    assert report["observations"]["count"] == len(signs)
+    listed = client.get("/observations/", headers=account.headers).json()
+    assert [(o["date"], o["lh_test"], o["bbt_celsius"]) for o in listed] == signs
 
 
 def test_a_multipart_upload_imports_like_a_raw_body(client, account):
@@ -173,7 +188,7 @@ def test_importing_the_same_file_twice_adds_nothing_the_second_time(client, acco
     assert again["periods"]["count"] == again["moods"]["count"] == 0
     reasons = {(entry["what"], entry["reason"], entry["count"]) for entry in again["skipped"]}
     assert ("period", "overlaps a period she already logged", 4) in reasons
-    assert ("mood", "she already logged a mood that day", 7) in reasons
+    assert ("mood", "she already logged that day's mood", 7) in reasons
     assert her_periods(client, account) == EXPECTED_PERIODS
     assert len(her_moods(client, account)) == 7
 
@@ -392,6 +407,10 @@ def comparable(export: dict) -> dict:
             {key: value for key, value in m.items() if key not in ("id", "created_at")}
             for m in export["moods"]
         ],
+        "observations": [
+            {key: value for key, value in o.items() if key not in ("id", "created_at")}
+            for o in export["observations"]
+        ],
     }
 
 
@@ -409,6 +428,13 @@ def test_export_delete_register_import_export_gives_the_same_history(client):
         headers=account.headers,
         json={"date": day(-400), "energy_level": 1, "notes": "tab\there", "day_of_cycle": 12},
     )
+    for offset, sign in (
+        (-20, {"lh_test": "positive"}),
+        (-19, {"bbt_celsius": 36.85}),
+        (-18, {"cervical_mucus": "egg_white", "notes": "peak?"}),
+    ):
+        body = {"date": day(offset), **sign}
+        assert client.post("/observations/", headers=account.headers, json=body).status_code == 201
     before = client.get("/users/me/export", headers=account.headers).json()
     assert client.delete("/users/me", headers=account.headers).status_code == 204
 
@@ -424,6 +450,7 @@ def test_export_delete_register_import_export_gives_the_same_history(client):
     after = client.get("/users/me/export", headers=headers).json()
     assert comparable(after) == comparable(before)
     assert len(after["moods"]) == len(before["moods"]) > 100
+    assert len(after["observations"]) == 3
 
 
 # ── retention ──
