@@ -262,6 +262,10 @@ PRIOR_WEIGHT_CYCLES = 1.0  # the profile's cycle_length (or 28) counts as one pa
 RECENCY_HALF_LIFE_CYCLES = 8.0  # a cycle 8 cycles back weighs half as much as the latest
 HUBER_THRESHOLD_DAYS = 3.0  # cycles further than this from the centre are down-weighted
 POPULATION_CYCLE_SD = 3.0  # within-woman spread assumed before her own cycles say more
+# The population prior: everyone's typical cycle, once enough women have logged enough.
+POPULATION_PRIOR_MIN_WOMEN = 20
+POPULATION_PRIOR_MIN_CYCLES = 3  # a woman's cycles before her typical length counts
+POPULATION_PRIOR_REFRESH_S = 60 * 60
 SPREAD_PRIOR_WEIGHT_CYCLES = 2
 RANGE_Z = 1.2816  # ± z·sd holds 80% of a normal distribution
 # Ovulation from her observations (see detect_ovulation): the temperature shift is three
@@ -2613,6 +2617,34 @@ def estimate_cycle_length(
     return CycleLengthEstimate(days, spread, n)
 
 
+@dataclasses.dataclass(frozen=True)
+class CyclePrior:
+    """What a woman's few cycles are shrunk towards when her profile does not say."""
+
+    length: float
+    spread: float
+    n_women: int  # whose cycles it rests on; 0 for the textbook fallback
+
+
+TEXTBOOK_CYCLE_PRIOR = CyclePrior(float(DEFAULT_CYCLE_LENGTH), POPULATION_CYCLE_SD, 0)
+
+
+def population_cycle_prior(lengths_by_woman: Iterable[Sequence[int]]) -> CyclePrior:
+    """The cycles of everyone, as a prior for a woman with few: a robust (Huber) mean of
+    each woman's median cycle (one vote per woman, however long she has logged), among
+    women with at least POPULATION_PRIOR_MIN_CYCLES cycles. The spread stays the textbook
+    within-woman one. While fewer than POPULATION_PRIOR_MIN_WOMEN such women exist: 28."""
+    typical = [
+        float(statistics.median(lengths))
+        for lengths in lengths_by_woman
+        if len(lengths) >= POPULATION_PRIOR_MIN_CYCLES
+    ]
+    if len(typical) < POPULATION_PRIOR_MIN_WOMEN:
+        return TEXTBOOK_CYCLE_PRIOR
+    centre, _ = huber_mean(typical, [1.0] * len(typical))
+    return CyclePrior(centre, POPULATION_CYCLE_SD, len(typical))
+
+
 def phase_on_day(
     day_of_cycle: int,
     cycle_length: int,
@@ -2772,6 +2804,7 @@ class CycleCalendar:
     profile: Mapping[str, Any] | None = None
     ovulations: Mapping[dt.date, Ovulation] = dataclasses.field(default_factory=dict)
     luteal_estimate: CycleLengthEstimate | None = None  # from her detected ovulations
+    prior: CyclePrior = TEXTBOOK_CYCLE_PRIOR
 
     @classmethod
     def build(
@@ -2779,7 +2812,10 @@ class CycleCalendar:
         periods: Iterable[PeriodSpan],
         profile: Mapping[str, Any] | None = None,
         signs: Iterable[FertilitySign] = (),
+        prior: CyclePrior = TEXTBOOK_CYCLE_PRIOR,
     ):
+        """Her calendar; her cycles are shrunk towards her profile's cycle_length, else
+        towards `prior` (everyone's cycles)."""
         known = profile or {}
         ordered = tuple(sorted(periods, key=lambda period: period.start))
         starts = [period.start for period in ordered]
@@ -2788,7 +2824,7 @@ class CycleCalendar:
         return cls(
             periods=ordered,
             estimate=estimate_cycle_length(
-                cycle_lengths(starts), known.get("cycle_length", DEFAULT_CYCLE_LENGTH)
+                cycle_lengths(starts), known.get("cycle_length", prior.length), prior.spread
             ),
             luteal_length=luteal_length,
             menses_length=known.get("menses_length", DEFAULT_MENSES_LENGTH),
@@ -2797,6 +2833,7 @@ class CycleCalendar:
             luteal_estimate=estimate_cycle_length(
                 luteal_lengths(starts, ovulations), luteal_length, POPULATION_LUTEAL_SD
             ),
+            prior=prior,
         )
 
     @functools.cached_property
@@ -4615,12 +4652,16 @@ async def fetch_signs(database: Database, user_id: int) -> list[FertilitySign]:
     ]
 
 
-async def load_calendar(database: Database, user_id: int) -> CycleCalendar:
+async def her_calendar(request: Request) -> CycleCalendar:
+    """The signed-in woman's cycles: her periods, profile and observations, and everyone's
+    cycles for what hers do not say yet."""
+    database, user_id = request.app.state.database, request.user.id
     rows = await fetch_periods(database, user_id)
     return CycleCalendar.build(
         [PeriodSpan(row["start_date"], row["end_date"]) for row in rows],
         await fetch_profile(database, user_id),
         await fetch_signs(database, user_id),
+        request.app.state.cycle_prior,
     )
 
 
@@ -4972,6 +5013,7 @@ async def export_me(request: Request) -> Any:
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
         profile,
         [FertilitySign(**{name: row[name] for name in SIGN_FIELDS}) for row in signs],
+        request.app.state.cycle_prior,
     )
     await audit(request, "export", ok=True)
     return {
@@ -5053,7 +5095,7 @@ async def import_plan(
 
     return plan_import(
         history,
-        await load_calendar(database, user_id),
+        await her_calendar(request),
         await dates_of(daily_moods),
         await dates_of(observations),
         profile is not None,
@@ -5180,6 +5222,7 @@ async def calendar_feed(request: Request) -> Response:
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
         await fetch_profile(database, owner["id"]),
         await fetch_signs(database, owner["id"]),
+        request.app.state.cycle_prior,
     )
     # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.
     feed_key = hashlib.sha256(f"{owner['id']}:{owner['created_at']}".encode()).hexdigest()[:16]
@@ -5272,7 +5315,7 @@ def overlap_conflict(period: PeriodSpan) -> APIError:
 @endpoint("Her periods, newest first", ok=(200, list[PeriodOut]), query=ListQuery)
 async def list_periods(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(request.app.state.database, PERIODS, query, request.user.id)
-    calendar = await load_calendar(request.app.state.database, request.user.id)
+    calendar = await her_calendar(request)
     return list_response([period_out(row, calendar) for row in rows], total)
 
 
@@ -5288,7 +5331,7 @@ async def create_period(request: Request, body: PeriodBody) -> Any:
     database, user_id, now = request.app.state.database, request.user.id, utc_now()
     try:
         async with user_write_transaction(database, user_id):
-            calendar = await load_calendar(database, user_id)
+            calendar = await her_calendar(request)
             if clash := calendar.overlapping(PeriodSpan(body.start_date, body.end_date)):
                 raise overlap_conflict(clash)
             row = await database.fetch_one(
@@ -5321,7 +5364,7 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Any:
         )
         if problems := period_problems(updated.start, updated.end, her_today(request)):
             raise rule_errors(problems)
-        calendar = await load_calendar(database, user_id)
+        calendar = await her_calendar(request)
         if clash := calendar.overlapping(updated, ignore_start=current["start_date"]):
             raise overlap_conflict(clash)
         row = await database.fetch_one(
@@ -5331,7 +5374,7 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Any:
             .returning(*period_records.c)
         )
     moved = [period for period in calendar.periods if period.start != current["start_date"]]
-    calendar = CycleCalendar.build([*moved, updated], calendar.profile)
+    calendar = CycleCalendar.build([*moved, updated], calendar.profile, prior=calendar.prior)
     return period_out(row, calendar)
 
 
@@ -5365,7 +5408,7 @@ def mood_conflict(date: dt.date) -> APIError:
 @endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
 async def list_moods(request: Request, query: ListQuery) -> Any:
     rows, total = await list_page(request.app.state.database, MOODS, query, request.user.id)
-    calendar = await load_calendar(request.app.state.database, request.user.id)
+    calendar = await her_calendar(request)
     return list_response([mood_out(row, calendar) for row in rows], total)
 
 
@@ -5392,7 +5435,7 @@ async def create_mood(request: Request, body: MoodBody) -> Any:
     except UNIQUE_VIOLATIONS:
         raise mood_conflict(fields["date"]) from None
     request.app.state.trainer.schedule(user_id)
-    return mood_out(row, await load_calendar(database, user_id))
+    return mood_out(row, await her_calendar(request))
 
 
 @endpoint(
@@ -5418,7 +5461,7 @@ async def update_mood(request: Request, body: MoodUpdateBody) -> Any:
             .returning(*daily_moods.c)
         )
     request.app.state.trainer.schedule(user_id)
-    return mood_out(row, await load_calendar(database, user_id))
+    return mood_out(row, await her_calendar(request))
 
 
 @endpoint("Delete a mood", ok=(204, None), errors={404: "Mood not found"})
@@ -5531,8 +5574,8 @@ def prediction_json(
 
 
 async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyModel]:
-    database, user_id = request.app.state.database, request.user.id
-    calendar = await load_calendar(database, user_id)
+    user_id = request.user.id
+    calendar = await her_calendar(request)
     if not calendar.periods and calendar.profile is None:
         raise APIError(409, "nothing_to_predict_from", NOTHING_TO_PREDICT_FROM)
     return calendar, await active_model(request.app, user_id)
@@ -6262,6 +6305,29 @@ async def sweep_expired_history_daily(database: Database) -> None:
         )
 
 
+async def refresh_cycle_prior(app: Starlette) -> None:
+    """Everyone's cycles, read in chunks and summed up in a worker thread: the prior for a
+    woman with few cycles of her own (app.state.cycle_prior)."""
+    rows = await app.state.database.fetch_large(
+        sa.select(period_records.c.user_id, period_records.c.start_date)
+    )
+
+    def summarize() -> CyclePrior:
+        starts = collections.defaultdict(list)
+        for row in rows:
+            starts[row["user_id"]].append(row["start_date"])
+        return population_cycle_prior(cycle_lengths(dates) for dates in starts.values())
+
+    app.state.cycle_prior = await run_in_threadpool(summarize)
+
+
+async def refresh_cycle_prior_hourly(app: Starlette) -> None:
+    while True:
+        await asyncio.sleep(POPULATION_PRIOR_REFRESH_S)
+        with contextlib.suppress(DatabaseUnavailable):
+            await refresh_cycle_prior(app)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette):
     settings, database = app.state.settings, app.state.database
@@ -6295,9 +6361,15 @@ async def lifespan(app: Starlette):
         gc.collect()
         gc.freeze()
         await sweep_expired_history(database)
-        sweeper = background_task(sweep_expired_history_daily(database))
+        with contextlib.suppress(DatabaseUnavailable):
+            await refresh_cycle_prior(app)
+        chores = [
+            background_task(sweep_expired_history_daily(database)),
+            background_task(refresh_cycle_prior_hourly(app)),
+        ]
         yield
-        sweeper.cancel()
+        for chore in chores:
+            chore.cancel()
         await app.state.trainer.drain()
     finally:
         await database.disconnect()
@@ -6343,6 +6415,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database_for(settings)
     app.state.failure_log = FailureLog(app.state.database.display_url)
     app.state.model_cache = ModelCache(settings.model_cache_size)
+    app.state.cycle_prior = TEXTBOOK_CYCLE_PRIOR
     app.state.trainer = Trainer(app)
     app.state.request_counter = RequestCounter(settings.rate_limits["api_user"])
     app.state.rate_limits_purged_at = -math.inf

@@ -48,7 +48,34 @@ def walk_forward(lengths: list[int | None]):
         starts.append(next_start)
 
 
-def evaluate(women: dict[str, list[int | None]]) -> dict[str, float]:
+def leave_one_out_priors(women: dict[str, list[int | None]]) -> dict[str, planher.CyclePrior]:
+    """For each woman, the population prior learned from the other women only."""
+    cycles = {
+        client: [length for length in lengths if length is not None]
+        for client, lengths in women.items()
+    }
+    return {
+        client: planher.population_cycle_prior(
+            [
+                planher.cycle_lengths(starts_of(other))
+                for name, other in cycles.items()
+                if name != client
+            ]
+        )
+        for client in women
+    }
+
+
+def starts_of(lengths: list[int]) -> list[dt.date]:
+    starts = [FIRST_START]
+    for length in lengths:
+        starts.append(starts[-1] + dt.timedelta(days=length))
+    return starts
+
+
+def evaluate(
+    women: dict[str, list[int | None]], priors: dict[str, planher.CyclePrior] | None = None
+) -> dict[str, float]:
     errors, widths, covered, estimate_errors, baseline_errors, always_28_errors = (
         [],
         [],
@@ -57,13 +84,17 @@ def evaluate(women: dict[str, list[int | None]]) -> dict[str, float]:
         [],
         [],
     )
-    for lengths in women.values():
+    few_cycles_errors = []
+    for client, lengths in women.items():
+        prior = planher.TEXTBOOK_CYCLE_PRIOR if priors is None else priors[client]
         for known_starts, actual_next in walk_forward(lengths):
             calendar = planher.CycleCalendar.build(
-                [planher.PeriodSpan(start, None) for start in known_starts]
+                [planher.PeriodSpan(start, None) for start in known_starts], prior=prior
             )
             outlook = calendar.outlook(known_starts[-1])
             errors.append(abs((outlook["next_period_start"] - actual_next).days))
+            if len(known_starts) <= 3:  # one or two known cycles
+                few_cycles_errors.append(errors[-1])
             low, high = outlook["next_period_range"]
             covered.append(low <= actual_next <= high)
             widths.append((high - low).days)
@@ -81,6 +112,8 @@ def evaluate(women: dict[str, list[int | None]]) -> dict[str, float]:
         "mean_range_width_days": statistics.mean(widths),
         "mean_of_past_mae_days": statistics.mean(baseline_errors),
         "always_28_mae_days": statistics.mean(always_28_errors),
+        "few_cycles_predictions": len(few_cycles_errors),
+        "few_cycles_mae_days": statistics.mean(few_cycles_errors),
     }
 
 
@@ -89,6 +122,27 @@ def figures():
     if not DATA.is_file():
         pytest.skip(f"FedCycleData is not at {DATA} (../shared/data beside the repository)")
     return evaluate(load_cycle_lengths(DATA))
+
+
+def test_a_population_prior_learned_from_the_other_women_helps_women_with_few_cycles(
+    figures, capsys
+):
+    women = load_cycle_lengths(DATA)
+    pooled = evaluate(women, leave_one_out_priors(women))
+    with capsys.disabled():
+        print(
+            "\nFedCycleData with the population prior (learned from the other women only): "
+            f"next start MAE {pooled['mae_days']:.3f} days "
+            f"(textbook 28: {figures['mae_days']:.3f}), "
+            f"within ±2 days {pooled['within_2_days']:.1%}, range holds the actual start "
+            f"{pooled['range_coverage']:.1%}; with 1-2 known cycles "
+            f"({pooled['few_cycles_predictions']} predictions) MAE "
+            f"{pooled['few_cycles_mae_days']:.3f} "
+            f"(textbook 28: {figures['few_cycles_mae_days']:.3f})"
+        )
+    assert pooled["few_cycles_mae_days"] < figures["few_cycles_mae_days"]
+    assert pooled["mae_days"] <= figures["mae_days"]
+    assert pooled["range_coverage"] >= 0.80
 
 
 def test_the_loader_reproduces_the_data_readmes_reference_figures(figures):

@@ -525,3 +525,26 @@ def test_a_file_cannot_grow_the_report_with_names_of_its_own():
     assert len(history.unmapped) == planher.IMPORT_MAX_UNMAPPED_NAMES + 1
     assert history.unmapped["(other names)"] == 500 - planher.IMPORT_MAX_UNMAPPED_NAMES
     assert max(map(len, history.unmapped)) == planher.IMPORT_UNMAPPED_NAME_CHARS
+
+
+# ── the population prior ──
+
+
+def test_the_population_prior_is_everyones_typical_cycle_once_enough_women_logged():
+    few = [[30, 31, 30]] * (planher.POPULATION_PRIOR_MIN_WOMEN - 1)
+    assert planher.population_cycle_prior(few) == planher.TEXTBOOK_CYCLE_PRIOR
+    short_logs = [[33, 33]] * 50  # women with too few cycles do not count
+    assert planher.population_cycle_prior(short_logs) == planher.TEXTBOOK_CYCLE_PRIOR
+    enough = [*few, [30, 31, 30], [31, 60, 31, 31]]  # one vote each, her median
+    prior = planher.population_cycle_prior(enough)
+    assert prior.n_women == planher.POPULATION_PRIOR_MIN_WOMEN + 1
+    assert 30 <= prior.length <= 31 and prior.spread == planher.POPULATION_CYCLE_SD
+
+
+def test_a_woman_without_a_profile_is_shrunk_towards_the_prior_and_her_profile_wins():
+    prior = planher.CyclePrior(32.0, 3.0, 100)
+    one_cycle = [planher.PeriodSpan(D, None), planher.PeriodSpan(D + days(30), None)]
+    assert planher.CycleCalendar.build(one_cycle, prior=prior).estimate.days == 31.0
+    assert planher.CycleCalendar.build(one_cycle).estimate.days == 29.0
+    profile = {"cycle_length": 26, "luteal_length": 14, "menses_length": 5}
+    assert planher.CycleCalendar.build(one_cycle, profile, prior=prior).estimate.days == 28.0

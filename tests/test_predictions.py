@@ -527,3 +527,24 @@ def test_the_source_moves_from_phase_prior_to_population_to_personal(tmp_path):
                 personal["source"] == "personal"
                 and personal["n_samples"] >= planher.PERSONAL_MIN_DAYS
             )
+
+
+def test_a_new_woman_is_shrunk_towards_everyones_cycles_once_enough_women_logged(tmp_path):
+    dialect = "postgresql" if ON_POSTGRES else "sqlite"
+    with (
+        fresh_database_url(dialect, tmp_path) as url,
+        TestClient(planher.create_app(make_settings(url))) as client,
+    ):
+        for _ in range(planher.POPULATION_PRIOR_MIN_WOMEN):
+            woman = create_account(client)
+            for start in (-128, -96, -64, -32):  # three 32-day cycles
+                body = {"start_date": day(start), "end_date": day(start + 4)}
+                assert client.post("/periods/", headers=woman.headers, json=body).status_code == 201
+        newcomer = create_account(client)
+        client.post("/periods/", headers=newcomer.headers, json={"start_date": day(-3)})
+        assert (
+            current(client, newcomer)["cycle"]["length_estimate"] == 28
+        )  # the prior of the start-up, when no one had logged
+        client.portal.call(planher.refresh_cycle_prior, client.app)  # as every hour
+        assert current(client, newcomer)["cycle"]["length_estimate"] == 32
+        assert current(client, newcomer)["cycle"]["next_period_start"] == day(-3 + 32)
