@@ -6721,6 +6721,188 @@ def restore(settings: Settings, backup_file: Path, force: bool) -> str:
     )
 
 
+# — evaluate: the figures of the README, re-measured —
+
+FEDCYCLE_DATA = ROOT_DIR.parent / "shared" / "data" / "FedCycleData071012.csv"
+FEDCYCLE_FIRST_START = dt.date(2000, 1, 1)  # the file has lengths, not dates
+FEDCYCLE_BREAK_DAYS = 300  # a missing length breaks her chain of dates: start anew
+ENERGY_EVALUATION_WOMEN = 20
+ENERGY_EVALUATION_TEST_DAYS = 60  # her following days, on which each predictor is scored
+
+
+def read_fedcycle(path: Path) -> dict[str, list[tuple[int | None, int | None]]]:
+    """Each woman's (cycle length, estimated day of ovulation) in cycle order. The file
+    starts with a byte-order mark, and a missing value is a single space."""
+    cycles: dict[str, list[tuple[int, int | None, int | None]]] = collections.defaultdict(list)
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        for row in csv.DictReader(file):
+            length, ovulation = row["LengthofCycle"].strip(), row["EstimatedDayofOvulation"].strip()
+            cycles[row["ClientID"].strip()].append(
+                (
+                    int(row["CycleNumber"]),
+                    int(length) if length else None,
+                    int(ovulation) if ovulation else None,
+                )
+            )
+    return {
+        client: [(length, ovulation) for _, length, ovulation in sorted(rows)]
+        for client, rows in cycles.items()
+    }
+
+
+def walk_forward(cycles: Sequence[tuple[int | None, int | None]]):
+    """(starts so far, ovulation day of the cycle under way, the actual next start) at each
+    start of hers: a predictor sees only the past."""
+    starts = [FEDCYCLE_FIRST_START]
+    for length, ovulation_day in cycles:
+        if length is None:
+            starts = [starts[-1] + dt.timedelta(days=FEDCYCLE_BREAK_DAYS)]
+            continue
+        next_start = starts[-1] + dt.timedelta(days=length)
+        yield list(starts), ovulation_day, next_start
+        starts.append(next_start)
+
+
+def leave_one_out_priors(women: Mapping[str, Sequence]) -> dict[str, CyclePrior]:
+    """For each woman, the population prior learned from the other women only."""
+    lengths = {
+        client: [length for length, _ in cycles if length is not None]
+        for client, cycles in women.items()
+    }
+    return {
+        client: population_cycle_prior(other for name, other in lengths.items() if name != client)
+        for client in women
+    }
+
+
+def score_next_starts(predictions: Sequence[tuple[dict[str, Any], dt.date]]) -> dict[str, float]:
+    """MAE, share within ±2 days, range coverage and width of (outlook, actual) pairs."""
+    errors = [abs((outlook["next_period_start"] - actual).days) for outlook, actual in predictions]
+    ranges = [outlook["next_period_range"] for outlook, _ in predictions]
+    return {
+        "predictions": len(errors),
+        "mae_days": statistics.mean(errors),
+        "within_2_days": sum(error <= 2 for error in errors) / len(errors),
+        "range_coverage": statistics.mean(
+            low <= actual <= high
+            for (low, high), (_, actual) in zip(ranges, predictions, strict=True)
+        ),
+        "mean_range_width_days": statistics.mean((high - low).days for low, high in ranges),
+    }
+
+
+def evaluate_next_start(
+    women: Mapping[str, Sequence], priors: Mapping[str, CyclePrior] | None = None, few: bool = False
+) -> dict[str, float]:
+    """The next start predicted on each start after her first (with `few`: only where she
+    has one or two known cycles), towards `priors` (default: the textbook 28)."""
+    predictions = []
+    for client, cycles in women.items():
+        prior = TEXTBOOK_CYCLE_PRIOR if priors is None else priors[client]
+        for starts, _, actual in walk_forward(cycles):
+            if len(starts) < 2 or (few and len(starts) > 3):
+                continue
+            calendar = CycleCalendar.build(
+                [PeriodSpan(start, None) for start in starts], prior=prior
+            )
+            predictions.append((calendar.outlook(starts[-1]), actual))
+    return score_next_starts(predictions)
+
+
+def evaluate_with_ovulation(women: Mapping[str, Sequence]) -> dict[str, float]:
+    """An LH test positive the day before each cycle's estimated ovulation (and in each
+    earlier cycle of hers), the next start predicted two days after it."""
+    predictions = []
+    for cycles in women.values():
+        signs: list[FertilitySign] = []
+        for starts, ovulation_day, actual in walk_forward(cycles):
+            if len(starts) == 1:
+                signs = []  # a new chain of dates
+            if ovulation_day is None or not 2 <= ovulation_day < (actual - starts[-1]).days:
+                continue
+            positive = starts[-1] + dt.timedelta(days=ovulation_day - 2)
+            signs.append(FertilitySign(positive, lh_test="positive"))
+            calendar = CycleCalendar.build(
+                [PeriodSpan(start, None) for start in starts], None, signs
+            )
+            asked = positive + dt.timedelta(days=2)
+            predictions.append((calendar.outlook(asked, asked), actual))
+    return score_next_starts(predictions)
+
+
+def evaluate_energy(days: int, women: int = ENERGY_EVALUATION_WOMEN) -> dict[str, float]:
+    """On the demo generator (whose best possible accuracy is known): train on her first
+    `days` days, score on the ENERGY_EVALUATION_TEST_DAYS after them."""
+    hits: dict[str, list[bool]] = collections.defaultdict(list)
+    best_possible, reported = [], []
+    today = dt.date(2026, 1, 1)
+    for seed in range(women):
+        periods, moods = generate_demo_history(days + ENERGY_EVALUATION_TEST_DAYS, today, seed)
+        calendar = CycleCalendar.build(periods)
+        cycles = [calendar.cycle_day(date) for date, _ in moods]
+        levels = [level for _, level in moods]
+        features = [energy_features(cycle, None, with_profile=False) for cycle in cycles]
+        result = train_energy_model(features[:days], levels[:days])
+        majority = collections.Counter(levels[:days]).most_common(1)[0][0]
+        test = range(days, len(moods))
+        model = result.estimator
+        predicted = model.predict(np.asarray([features[i] for i in test])) if model else None
+        for position, index in enumerate(test):
+            actual = levels[index]
+            hits["majority"].append(actual == majority)
+            prior = PHASE_PRIOR[cycles[index].phase]
+            hits["phase_table"].append(actual == prior.index(max(prior)))
+            guess = predicted[position] if predicted is not None else prior.index(max(prior))
+            hits["planher"].append(actual == int(guess))
+        best_possible.append(bayes_rate(cycles[index].phase for index in test))
+        reported.append(result.cv_accuracy if result.shipped else None)
+    figures = {name: statistics.mean(values) for name, values in hits.items()}
+    figures["best_possible"] = statistics.mean(best_possible)
+    shipped = [accuracy for accuracy in reported if accuracy is not None]
+    figures["reported_cv_accuracy"] = statistics.mean(shipped) if shipped else math.nan
+    return figures
+
+
+def evaluation_report(fedcycle: Path, women: int = ENERGY_EVALUATION_WOMEN) -> str:
+    """Every figure issue 13 asks for, beside its baseline, as text."""
+    lines = []
+    if fedcycle.is_file():
+        charted = read_fedcycle(fedcycle)
+        priors = leave_one_out_priors(charted)
+        rows = [
+            ("at cycle start, textbook prior 28", evaluate_next_start(charted)),
+            (
+                "at cycle start, population prior (other women)",
+                evaluate_next_start(charted, priors),
+            ),
+            ("1-2 known cycles, textbook prior 28", evaluate_next_start(charted, few=True)),
+            ("1-2 known cycles, population prior", evaluate_next_start(charted, priors, few=True)),
+            ("ovulation known (LH the day before, +2 days)", evaluate_with_ovulation(charted)),
+        ]
+        lines.append(f"Next period on {fedcycle.name} ({len(charted)} women):")
+        for name, figures in rows:
+            lines.append(
+                f"  {name:50} n={figures['predictions']:5}  MAE {figures['mae_days']:.3f} d  "
+                f"within ±2 d {figures['within_2_days']:.1%}  range holds it "
+                f"{figures['range_coverage']:.1%}  width {figures['mean_range_width_days']:.2f} d"
+            )
+    else:
+        lines.append(f"FedCycleData is not at {fedcycle}: next-period figures skipped.")
+    lines.append(
+        f"Energy on the demo generator ({women} women, scored on the "
+        f"{ENERGY_EVALUATION_TEST_DAYS} days after training):"
+    )
+    for days in (60, 120):
+        figures = evaluate_energy(days, women)
+        lines.append(
+            f"  after {days:3} days: PlanHer {figures['planher']:.1%}  her majority level "
+            f"{figures['majority']:.1%}  phase table {figures['phase_table']:.1%}  best "
+            f"possible {figures['best_possible']:.1%}  (its reported cv_accuracy "
+            f"{figures['reported_cv_accuracy']:.1%})"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="planher.py", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -6745,6 +6927,15 @@ def main(argv: list[str] | None = None) -> None:
         help="SQLite: replace the database with the backup FILE; PostgreSQL: print the "
         "pg_restore command. Refuses a database with accounts without --force",
     )
+    evaluate_parser = commands.add_parser(
+        "evaluate",
+        help="print the next-period figures on FedCycleData and the energy figures on the "
+        "demo generator, beside their baselines",
+    )
+    evaluate_parser.add_argument("--fedcycle", type=Path, default=FEDCYCLE_DATA)
+    evaluate_parser.add_argument(
+        "--women", type=int, default=ENERGY_EVALUATION_WOMEN, help="generated women for energy"
+    )
     restore_parser.add_argument("file", type=Path)
     restore_parser.add_argument(
         "--force", action="store_true", help="replace a database that holds accounts"
@@ -6762,6 +6953,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValidationError as error:
             raise SystemExit(error.errors()[0]["msg"]) from None
         print(asyncio.run(_with_database(settings, lambda db: create_admin(db, settings, email))))
+    elif arguments.command == "evaluate":
+        print(evaluation_report(arguments.fedcycle, arguments.women))
     elif arguments.command == "backup":
         print(backup(settings, arguments.file))
     elif arguments.command == "restore":
