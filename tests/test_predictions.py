@@ -385,23 +385,28 @@ def test_a_retrain_in_another_worker_is_seen_at_once(client, settings):
 
 
 def test_a_tampered_model_is_refused_and_retrained(client, caplog):
-    account, version = account_with_personal_model(client, seed=7)
+    account, _ = account_with_personal_model(client, seed=7)
+    drain_training(client)  # a training her last request set off would outdate the forgery
     client.app.state.model_cache = planher.ModelCache(10)  # as in a freshly started worker
-    table = planher.user_models
-    blob = run(
+    table, database = planher.user_models, client.app.state.database
+    stored = run(
         client,
-        client.app.state.database.fetch_val,
-        sa.select(table.c.model_blob).where(
-            table.c.user_id == account.user["id"], table.c.version == version
+        database.fetch_all,
+        sa.select(table.c.id, table.c.version, table.c.model_blob).where(
+            table.c.user_id == account.user["id"], table.c.model_blob.is_not(None)
         ),
     )
-    forged = blob[:-1] + bytes([blob[-1] ^ 1])
-    run(
+    for row in stored:  # every stored version of hers, so whichever is served is forged
+        forged = row["model_blob"][:-1] + bytes([row["model_blob"][-1] ^ 1])
+        run(
+            client,
+            database.execute,
+            table.update().where(table.c.id == row["id"]).values(model_blob=forged),
+        )
+    version = run(  # her newest, shipped or not: the retraining comes after it
         client,
-        client.app.state.database.execute,
-        table.update()
-        .where(table.c.user_id == account.user["id"], table.c.version == version)
-        .values(model_blob=forged),
+        database.fetch_val,
+        sa.select(sa.func.max(table.c.version)).where(table.c.user_id == account.user["id"]),
     )
     refused = current(client, account)["model"]
     assert refused["source"] != "personal"
