@@ -5087,7 +5087,7 @@ async def import_plan(
     request: Request, history: ImportedHistory, today: dt.date, keep_from: dt.date | None
 ) -> ImportPlan:
     database, user_id = request.app.state.database, request.user.id
-    profile = await fetch_profile(database, user_id)
+    calendar = await her_calendar(request)  # her periods and profile, read once
 
     async def dates_of(table: sa.Table) -> set[dt.date]:
         rows = await database.fetch_large(sa.select(table.c.date).where(table.c.user_id == user_id))
@@ -5095,10 +5095,10 @@ async def import_plan(
 
     return plan_import(
         history,
-        await her_calendar(request),
+        calendar,
         await dates_of(daily_moods),
         await dates_of(observations),
-        profile is not None,
+        calendar.profile is not None,
         today,
         keep_from,
     )
@@ -6322,10 +6322,11 @@ async def refresh_cycle_prior(app: Starlette) -> None:
 
 
 async def refresh_cycle_prior_hourly(app: Starlette) -> None:
+    """From start-up on, in the background: start-up never waits for everyone's periods."""
     while True:
-        await asyncio.sleep(POPULATION_PRIOR_REFRESH_S)
         with contextlib.suppress(DatabaseUnavailable):
             await refresh_cycle_prior(app)
+        await asyncio.sleep(POPULATION_PRIOR_REFRESH_S)
 
 
 @contextlib.asynccontextmanager
@@ -6361,8 +6362,6 @@ async def lifespan(app: Starlette):
         gc.collect()
         gc.freeze()
         await sweep_expired_history(database)
-        with contextlib.suppress(DatabaseUnavailable):
-            await refresh_cycle_prior(app)
         chores = [
             background_task(sweep_expired_history_daily(database)),
             background_task(refresh_cycle_prior_hourly(app)),
