@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import typing
+import warnings
 import xml.sax
 import xml.sax.handler
 import zipfile
@@ -88,7 +89,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.authentication import (
@@ -544,6 +549,7 @@ user_models = sa.Table(
     sa.Column("model_blob", sa.LargeBinary),
     _timestamp_column("trained_at"),
     sa.Column("model_format", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("brier_score", sa.Float),
     sa.Index("ix_user_models_user_version", "user_id", "version", unique=True),
 )
 
@@ -2047,8 +2053,18 @@ Phase = Literal["menstrual", "follicular", "ovulatory", "luteal", "late"]
 EnergyLabel = Literal["low", "medium", "high"]
 EnergyLevelOut = Literal[0, 1, 2]
 ModelSource = Literal["personal", "population", "phase_prior"]
-# The candidates of model_candidates, and the prior used when no model is shipped.
-ModelType = Literal["random_forest", "hist_gradient_boosting", "majority", "phase_prior"]
+# What competes in training (model_candidates, partial_pooling, the majority baseline, the
+# population's expectation), and the phase prior served when no model is shipped.
+ModelType = Literal[
+    "random_forest",
+    "hist_gradient_boosting",
+    "logistic_regression",
+    "mlp",
+    "partial_pooling",
+    "majority",
+    "population",
+    "phase_prior",
+]
 ErrorCode = Literal[tuple(ERROR_CODES)]
 OvulationEvidence = Literal["lh", "bbt", "mucus", "estimated"]
 # Stored naive in UTC; answered as the contract writes them: `2026-11-24T08:30:00Z`.
@@ -2216,6 +2232,7 @@ class ModelOut(BaseModel):
     n_samples: int
     cv_accuracy: float | None
     baseline_accuracy: float | None
+    brier_score: float | None
 
 
 class PredictionOut(BaseModel):
@@ -2247,6 +2264,7 @@ class PredictionHistoryOut(BaseModel):
 class CandidateScoreOut(BaseModel):
     type: ModelType
     cv_accuracy: float
+    brier_score: float | None = Field(None, description="null for models trained before it")
 
 
 class RetrainStateOut(BaseModel):
@@ -2254,10 +2272,19 @@ class RetrainStateOut(BaseModel):
     detail: str
 
 
-def not_shipped_reason(shipped: bool, cv_accuracy: float, baseline_accuracy: float) -> str | None:
+def not_shipped_reason(
+    shipped: bool, cv_accuracy: float, baseline_accuracy: float, prior_accuracy: float | None
+) -> str | None:
     """Why a trained model is not used, in words for her (None when it is)."""
     if shipped:
         return None
+    if cv_accuracy > baseline_accuracy and prior_accuracy is not None:
+        return (
+            f"Not used yet: on later days it had not seen, it guessed your energy right "
+            f"{cv_accuracy:.0%} of the time, no better than the estimate your predictions "
+            f"use now ({prior_accuracy:.0%}). Your predictions keep using that until your "
+            "own days do better; each day you log helps."
+        )
     return (
         f"Not used yet: on days it had not seen, it guessed your energy right "
         f"{cv_accuracy:.0%} of the time, no better than always guessing your most common "
@@ -2274,18 +2301,32 @@ def _json_list(value: Any) -> Any:
 class ModelSummaryOut(BaseModel):
     version: int
     type: ModelType = Field(validation_alias=AliasChoices("type", "model_type"))
-    shipped: bool = Field(description="false when no candidate beat the majority baseline")
+    shipped: bool = Field(
+        description="false unless the best candidate beat both the majority baseline and "
+        "the prior alone (the population's expectation, else the phase prior)"
+    )
     trained_at: Timestamp
     n_samples: int
-    cv_accuracy: float
-    baseline_accuracy: float
+    cv_accuracy: float = Field(
+        description="forward-in-time: trained on earlier days, scored on later ones"
+    )
+    baseline_accuracy: float = Field(
+        description="always her most common level so far, scored alike"
+    )
+    brier_score: float | None = Field(
+        description="calibration on the same days: mean Σ (p − outcome)², 0 best, 2 worst; "
+        "null for models trained before it"
+    )
     candidates: Annotated[list[CandidateScoreOut], BeforeValidator(_json_list)]
     sklearn_version: str
 
     @computed_field(description="why it was not shipped, in words for her")
     @property
     def reason(self) -> str | None:
-        return not_shipped_reason(self.shipped, self.cv_accuracy, self.baseline_accuracy)
+        priors = [c.cv_accuracy for c in self.candidates if c.type in ("population", "phase_prior")]
+        return not_shipped_reason(
+            self.shipped, self.cv_accuracy, self.baseline_accuracy, priors[0] if priors else None
+        )
 
 
 class ExportOut(BaseModel):
@@ -4043,6 +4084,15 @@ DEMO_ENERGY_BY_PHASE = {
     "luteal": (0.20, 0.65, 0.15),
     "late": (0.40, 0.50, 0.10),
 }
+# A woman unlike the phase prior and unlike everyone else: most energy in her period,
+# least around ovulation. Her own model has something to learn.
+DEMO_CONTRARY_ENERGY_BY_PHASE = {
+    "menstrual": (0.05, 0.25, 0.70),
+    "follicular": (0.15, 0.60, 0.25),
+    "ovulatory": (0.70, 0.20, 0.10),
+    "luteal": (0.20, 0.30, 0.50),
+    "late": (0.15, 0.35, 0.50),
+}
 
 TYPICAL_BMI = 22.0
 PERSONAL_MIN_DAYS = 10  # labelled days (a mood whose cycle position is known)
@@ -4051,18 +4101,29 @@ POPULATION_MIN_DAYS = 30
 POPULATION_MAX_SAMPLES = 20_000  # the most recent labelled days of all users
 RETRAIN_AFTER_CHANGED_MOODS = 5
 POPULATION_RETRAIN_AFTER_CHANGED_MOODS = 25
-CV_MAX_FOLDS = 5
+# Forward-in-time validation: her days in date order; the later half is cut into at most
+# this many blocks, each scored by models trained on every day before it (as she is served:
+# trained on her past, asked about her future).
+FORWARD_MAX_FOLDS = 5
+# Partial pooling: her evidence weighs n / (n + k) against the prior's (the population
+# model, else the phase prior), n her days (in that phase, for the phase table) and k days
+# of prior; forward validation picks k. 0 trusts her days alone.
+POOLING_PRIOR_DAYS = (0, 5, 15, 45, 135)
+# A model ships when its forward Brier score beats the prior's by more than this many
+# standard errors (see ForwardScore.clearly_beats). Measured on the demo generator with
+# `python planher.py evaluate`: without it, lucky variants ship and lose ~1 point of accuracy.
+SHIP_MIN_GAIN_SE = 1.0
 TRAINING_CLAIM_HEARTBEAT_S = 15  # a trainer renews its claim this often, so a claim…
 TRAINING_CLAIM_STALE_S = 45  # …not renewed for this long belongs to a process that died
 MODEL_SIGNATURE_SALT = "planher.energy-model"
-# The features a stored model was trained on. Bump it whenever energy_features changes:
-# a stored model of another format is retrained, never fed rows it does not expect.
-MODEL_FORMAT = 1
+# The features and shape of a stored model. Bump it whenever energy_features or what
+# fit_pooled stores changes: a stored model of another format is retrained, never fed rows
+# it does not expect.
+MODEL_FORMAT = 2
 MAX_ANSWERS_PER_MODEL = 5_000  # memoized feature rows (the population model sees many)
-# Small on purpose: a user has at most a few hundred labelled days, and every cached model
-# costs memory (see README for the measured sizes).
 # Energy follows the phase, a low-dimensional signal, and a woman has 10 to a few hundred
-# labelled days: shallow, well-populated trees generalize best here (and stay small).
+# labelled days: shallow, well-populated trees and small, regularized networks generalize
+# best here (and stay small: every cached model costs memory, see the README).
 RANDOM_FOREST_PARAMS = {
     "n_estimators": 50,
     "max_depth": 3,
@@ -4076,6 +4137,16 @@ HIST_GRADIENT_BOOSTING_PARAMS = {
     "learning_rate": 0.05,
     "random_state": 0,
 }
+LOGISTIC_REGRESSION_PARAMS = {"C": 1.0, "max_iter": 1_000}  # multinomial (lbfgs)
+MLP_PARAMS = {
+    "hidden_layer_sizes": (8,),
+    "alpha": 1.0,
+    "solver": "lbfgs",
+    "max_iter": 200,
+    "random_state": 0,
+}
+# A small network stopped at max_iter is not a failure: forward validation judges it.
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 
 def mood_cycle_day(
@@ -4132,14 +4203,6 @@ def energy_features(cycle: CycleDay, profile: Mapping | None, with_profile: bool
     return cycle_features(cycle) + (profile_features(profile) if with_profile else [])
 
 
-def labelled_days(calendar: CycleCalendar, moods: Iterable[Mapping[str, Any]]):
-    """(cycle day, energy level) for each mood whose cycle position is known."""
-    for mood in moods:
-        cycle = mood_cycle_day(calendar, mood["date"], mood["day_of_cycle"])
-        if cycle is not None:
-            yield cycle, mood["energy_level"]
-
-
 def days_missing_for_a_model(levels: Sequence[int], min_days: int = PERSONAL_MIN_DAYS) -> int:
     """How many more labelled days are needed before a model can train (0: enough). One
     more day is needed if every day so far has the same level."""
@@ -4148,88 +4211,255 @@ def days_missing_for_a_model(levels: Sequence[int], min_days: int = PERSONAL_MIN
     return max(min_days - len(levels), 1)
 
 
-def cross_validation_for(levels: Sequence[int]):
-    """Stratified k-fold with k adapted to the data: at most CV_MAX_FOLDS, and no more than
-    the rarest level has days (plain shuffled k-fold if it has only one)."""
-    rarest = min(collections.Counter(levels).values())
-    if rarest >= 2:
-        return StratifiedKFold(n_splits=min(CV_MAX_FOLDS, rarest), shuffle=True, random_state=0)
-    return KFold(n_splits=min(CV_MAX_FOLDS, len(levels) // 2), shuffle=True, random_state=0)
+def forward_splits(n_samples: int) -> list[tuple[int, int]]:
+    """Forward-in-time folds over days in date order, as (train_end, test_end): each block
+    of the later half is scored by a model trained on every day before it."""
+    first_test = (n_samples + 1) // 2
+    blocks = min(FORWARD_MAX_FOLDS, n_samples - first_test)
+    edges = [first_test + round(i * (n_samples - first_test) / blocks) for i in range(blocks + 1)]
+    return list(itertools.pairwise(edges))
 
 
 def model_candidates() -> dict[str, Any]:
+    """The estimators that compete for her model (besides partial_pooling, the phase table
+    of her own days shrunk toward the prior). Scale-sensitive ones see standardized rows."""
     return {
         "random_forest": RandomForestClassifier(**RANDOM_FOREST_PARAMS),
         "hist_gradient_boosting": HistGradientBoostingClassifier(**HIST_GRADIENT_BOOSTING_PARAMS),
-        "majority": DummyClassifier(strategy="most_frequent"),
+        "logistic_regression": make_pipeline(
+            StandardScaler(), LogisticRegression(**LOGISTIC_REGRESSION_PARAMS)
+        ),
+        "mlp": make_pipeline(StandardScaler(), MLPClassifier(**MLP_PARAMS)),
     }
 
 
-def choose_model(scores: Mapping[str, float]) -> tuple[str, bool]:
-    """The best candidate by CV accuracy, and whether it beats the majority baseline (a
-    model that does not is never shipped)."""
-    best = max((name for name in scores if name != "majority"), key=lambda name: scores[name])
-    return best, scores[best] > scores["majority"]
+def one_hot(levels: Sequence[int] | np.ndarray) -> np.ndarray:
+    return np.eye(len(ENERGY_LABELS))[np.asarray(levels, dtype=int)]
+
+
+def level_probabilities(estimator: Any, rows: np.ndarray) -> np.ndarray:
+    """predict_proba with a column for every level (0 for a level she never logged)."""
+    probabilities = np.zeros((len(rows), len(ENERGY_LABELS)))
+    probabilities[:, estimator.classes_.astype(int)] = estimator.predict_proba(rows)
+    return probabilities
+
+
+def pooled_phase_table(
+    phases: Sequence[str | None],
+    levels: Sequence[int],
+    prior: Mapping[str | None, Sequence[float]],
+    prior_days: float,
+) -> dict[str | None, tuple[float, ...]]:
+    """P(level | phase): her days in each phase with `prior_days` days of the prior's."""
+    counts = {phase: np.zeros(len(ENERGY_LABELS)) for phase in prior}
+    for phase, level in zip(phases, levels, strict=True):
+        counts[phase][level] += 1
+    return {
+        phase: tuple(
+            (counts[phase] + prior_days * np.asarray(prior[phase]))
+            / max(counts[phase].sum() + prior_days, 1e-9)
+        )
+        if counts[phase].sum() + prior_days > 0
+        else tuple(prior[phase])
+        for phase in prior
+    }
+
+
+def pooled_probabilities(
+    pooled: Mapping[str, Any], rows: Sequence[Sequence[float]], phases: Sequence[str | None]
+) -> np.ndarray:
+    """P(level) of a stored model: its estimator's answer weighed against its phase table
+    (`estimator_weight` 0: the table alone). Stored as a plain dict of scikit-learn and
+    numpy objects, so loading one never needs a class of ours."""
+    table = np.asarray([pooled["phase_table"][phase] for phase in phases], dtype=float)
+    if pooled["estimator"] is None:
+        return table
+    weight = pooled["estimator_weight"]
+    estimated = level_probabilities(pooled["estimator"], np.asarray(rows, dtype=float))
+    return weight * estimated + (1 - weight) * table
+
+
+def evidence_weight(n_samples: int, prior_days: float) -> float:
+    """Partial pooling: her n days against `prior_days` days of the prior."""
+    return n_samples / (n_samples + prior_days) if n_samples + prior_days else 0.0
+
+
+def fit_pooled(
+    name: str,
+    prior_days: float,
+    rows: np.ndarray,
+    phases: Sequence[str | None],
+    levels: np.ndarray,
+    prior: Mapping[str | None, Sequence[float]],
+) -> dict[str, Any]:
+    """One candidate fitted on these days and pooled with `prior_days` days of the prior.
+    On days of a single level an estimator cannot fit: that level is all it knows."""
+    if name == "partial_pooling":
+        table = pooled_phase_table(phases, levels.tolist(), prior, prior_days)
+        return {"estimator": None, "estimator_weight": 0.0, "phase_table": table}
+    if len(set(levels.tolist())) < MIN_DISTINCT_LEVELS:
+        estimator = DummyClassifier(strategy="most_frequent").fit(rows, levels)
+    else:
+        estimator = model_candidates()[name].fit(rows, levels)
+    return {
+        "estimator": estimator,
+        "estimator_weight": evidence_weight(len(levels), prior_days),
+        "phase_table": dict(prior),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardScore:
+    """How a forecast did, day by day, on the days forward validation scored."""
+
+    hits: np.ndarray  # whether its likeliest level was hers
+    losses: np.ndarray  # Σ over levels of (p − outcome)²: 0 sure and right, 2 sure and wrong
+
+    @classmethod
+    def of(cls, probabilities: np.ndarray, levels: np.ndarray) -> ForwardScore:
+        return cls(
+            hits=probabilities.argmax(axis=1) == levels,
+            losses=((probabilities - one_hot(levels)) ** 2).sum(axis=1),
+        )
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.hits.mean())
+
+    @property
+    def brier_score(self) -> float:
+        return float(self.losses.mean())
+
+    def clearly_beats(self, other: ForwardScore) -> bool:
+        """A lower Brier score than `other` on the same days by more than
+        SHIP_MIN_GAIN_SE standard errors of their day-by-day difference: picked as the best
+        of many variants, a model wins small margins by luck alone."""
+        differences = self.losses - other.losses
+        standard_error = differences.std(ddof=1) / math.sqrt(len(differences))
+        return float(differences.mean()) < -SHIP_MIN_GAIN_SE * standard_error
+
+
+def forward_validation(
+    rows: np.ndarray,
+    phases: Sequence[str | None],
+    levels: np.ndarray,
+    prior: Mapping[str | None, Sequence[float]],
+) -> dict[tuple[str, float | None], ForwardScore]:
+    """Each (candidate, prior days) scored on the forward folds; `majority` (her most
+    common level so far) and `prior` (the prior alone) beside them."""
+    forecasts = collections.defaultdict(list)
+    prior_rows = np.asarray([prior[phase] for phase in phases], dtype=float)
+    scored = []
+    for train_end, test_end in forward_splits(len(levels)):
+        train, test = slice(0, train_end), slice(train_end, test_end)
+        training = (rows[train], phases[train], levels[train], prior)
+        scored.append(levels[test])
+        majority = collections.Counter(levels[train].tolist()).most_common(1)[0][0]
+        forecasts["majority", None].append(one_hot([majority] * (test_end - train_end)))
+        forecasts["prior", None].append(prior_rows[test])
+        for name in ("partial_pooling", *model_candidates()):
+            # An estimator is fitted once; its pooled variants only weigh its answers.
+            alone = None
+            if name != "partial_pooling":
+                fitted = fit_pooled(name, 0.0, *training)
+                alone = pooled_probabilities(fitted, rows[test], phases[test])
+            for prior_days in POOLING_PRIOR_DAYS:
+                if alone is None:  # a phase table: refitting it is counting
+                    fitted = fit_pooled(name, prior_days, *training)
+                    probabilities = pooled_probabilities(fitted, rows[test], phases[test])
+                else:
+                    weight = evidence_weight(train_end, prior_days)
+                    probabilities = weight * alone + (1 - weight) * prior_rows[test]
+                forecasts[name, prior_days].append(probabilities)
+    outcomes = np.concatenate(scored)
+    return {
+        variant: ForwardScore.of(np.concatenate(parts), outcomes)
+        for variant, parts in forecasts.items()
+    }
 
 
 @dataclasses.dataclass
 class TrainingResult:
     model_type: str
     shipped: bool
-    cv_accuracy: float
-    baseline_accuracy: float
+    cv_accuracy: float  # forward-in-time, as every figure here
+    baseline_accuracy: float  # always her most common level so far
+    brier_score: float
+    prior_days: float  # how many days of the prior her evidence was pooled with
     n_samples: int
     candidates: list[dict[str, Any]]
-    estimator: Any  # fitted on every sample when shipped, else None
+    pooled: dict[str, Any] | None  # fitted on every sample when shipped, else None
 
 
 def train_energy_model(
-    features: Sequence[Sequence[float]], levels: Sequence[int]
+    features: Sequence[Sequence[float]],
+    phases: Sequence[str | None],
+    levels: Sequence[int],
+    prior: Mapping[str | None, Sequence[float]] = PHASE_PRIOR,
+    prior_name: str = "phase_prior",
 ) -> TrainingResult:
-    """Cross-validate every candidate, pick one, fit it on everything. CPU-bound: call it in
-    a worker thread."""
-    X, y = np.asarray(features, dtype=float), np.asarray(levels)
-    splitter = cross_validation_for(levels)
-    candidates = model_candidates()
+    """Forward-validate every candidate at every pooling strength on her days in date
+    order and pick the best calibrated (Brier score: accuracy alone is too coarse to choose
+    among variants on a few dozen days). It ships only when it is right more often than
+    her majority level and clearly beats the prior alone (`prior_name` says which prior
+    that is). CPU-bound: call it in a worker thread."""
+    rows, levels = np.asarray(features, dtype=float), np.asarray(levels, dtype=int)
+    phases = np.asarray(phases, dtype=object)
     # One native thread: HistGradientBoosting would otherwise take every core (OpenMP) and
     # starve the event loop; trainings of different users already run side by side.
     with threadpool_limits(limits=1):
-        scores = {
-            name: float(cross_val_score(estimator, X, y, cv=splitter, scoring="accuracy").mean())
-            for name, estimator in candidates.items()
-        }
-        best, shipped = choose_model(scores)
-        fitted = candidates[best].fit(X, y) if shipped else None
+        scores = forward_validation(rows, phases, levels, prior)
+        best_of: dict[str, tuple[str, float | None]] = {}
+        for variant, score in scores.items():
+            name = variant[0]
+            if name not in best_of or score.brier_score < scores[best_of[name]].brier_score:
+                best_of[name] = variant
+        best = min(
+            (variant for name, variant in best_of.items() if name not in ("majority", "prior")),
+            key=lambda variant: scores[variant].brier_score,
+        )
+        winner, baseline = scores[best], scores["majority", None]
+        shipped = winner.accuracy > baseline.accuracy and winner.clearly_beats(
+            scores["prior", None]
+        )
+        pooled = fit_pooled(*best, rows, phases, levels, prior) if shipped else None
     return TrainingResult(
-        model_type=best,
+        model_type=best[0],
         shipped=shipped,
-        cv_accuracy=round(scores[best], 4),
-        baseline_accuracy=round(scores["majority"], 4),
-        n_samples=len(y),
+        cv_accuracy=round(winner.accuracy, 4),
+        baseline_accuracy=round(baseline.accuracy, 4),
+        brier_score=round(winner.brier_score, 4),
+        prior_days=best[1],
+        n_samples=len(levels),
         candidates=[
-            {"type": name, "cv_accuracy": round(score, 4)} for name, score in scores.items()
+            {
+                "type": prior_name if name == "prior" else name,
+                "cv_accuracy": round(scores[variant].accuracy, 4),
+                "brier_score": round(scores[variant].brier_score, 4),
+            }
+            for name, variant in best_of.items()
         ],
-        estimator=fitted,
+        pooled=pooled,
     )
 
 
-def serialize_model(estimator: Any, signer: itsdangerous.Signer) -> bytes:
+def serialize_model(pooled: Mapping[str, Any], signer: itsdangerous.Signer) -> bytes:
     buffer = io.BytesIO()
-    joblib.dump(estimator, buffer, compress=3)
+    joblib.dump(dict(pooled), buffer, compress=3)
     return signer.sign(buffer.getvalue())
 
 
-def deserialize_model(blob: bytes, signer: itsdangerous.Signer) -> Any:
+def deserialize_model(blob: bytes, signer: itsdangerous.Signer) -> dict[str, Any]:
     """Loading a pickle runs code: only bytes that carry our own signature are loaded."""
     return joblib.load(io.BytesIO(signer.unsign(blob)))
 
 
 @dataclasses.dataclass(frozen=True)
 class EnergyModel:
-    """What serves an energy prediction: a trained estimator, or the phase prior."""
+    """What serves an energy prediction: a trained, pooled model, or the phase prior."""
 
     source: str  # personal | population | phase_prior
-    estimator: Any = None
+    pooled: Mapping[str, Any] | None = None  # what fit_pooled returned
     with_profile: bool = False
     version: int | None = None
     model_type: str = "phase_prior"
@@ -4237,26 +4467,30 @@ class EnergyModel:
     n_samples: int = 0
     cv_accuracy: float | None = None
     baseline_accuracy: float | None = None
+    brier_score: float | None = None
     # A fitted model's output depends only on its features, and a woman's days repeat the
     # same few feature rows: each row's probabilities are computed once, then looked up.
-    answers: dict[tuple[float, ...], tuple[float, float, float]] = dataclasses.field(
+    answers: dict[tuple[float, ...], tuple[float, ...]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
 
-    def probabilities(self, rows: list[list[float]]) -> list[tuple[float, float, float]]:
-        """P(low, medium, high) for feature rows, calling the estimator once for the rows
-        it has not answered yet."""
+    def probabilities(
+        self, rows: list[list[float]], phases: list[str | None]
+    ) -> list[tuple[float, ...]]:
+        """P(low, medium, high) for feature rows (and their phases, which the rows
+        determine), asking the model once for the rows it has not answered yet."""
         keys = [tuple(row) for row in rows]
-        unanswered = list(dict.fromkeys(key for key in keys if key not in self.answers))
+        unanswered = {key: phase for key, phase in zip(keys, phases, strict=True)}
+        for key in self.answers.keys() & unanswered.keys():
+            del unanswered[key]
         if unanswered:
             if len(self.answers) > MAX_ANSWERS_PER_MODEL:
                 self.answers.clear()
-            levels = self.estimator.classes_.tolist()
-            for key, row in zip(
-                unanswered, self.estimator.predict_proba(np.asarray(unanswered)), strict=True
-            ):
-                by_level = dict(zip(levels, row.tolist(), strict=True))
-                self.answers[key] = tuple(by_level.get(level, 0.0) for level in range(3))
+            answered = pooled_probabilities(
+                self.pooled, list(unanswered), list(unanswered.values())
+            )
+            for key, probabilities in zip(unanswered, answered.tolist(), strict=True):
+                self.answers[key] = tuple(probabilities)
         return [self.answers[key] for key in keys]
 
 
@@ -4265,19 +4499,36 @@ PHASE_PRIOR_MODEL = EnergyModel(source="phase_prior")
 
 def predict_energy(
     model: EnergyModel, cycles: Sequence[CycleDay | None], profile: Mapping | None
-) -> list[tuple[tuple[float, float, float], EnergyModel]]:
+) -> list[tuple[tuple[float, ...], EnergyModel]]:
     """P(low, medium, high) for each day, with the model that gave it, in one batch. A day
     whose cycle position is unknown gets the phase prior."""
     known = [index for index, cycle in enumerate(cycles) if cycle is not None]
     results = [(PHASE_PRIOR[None], PHASE_PRIOR_MODEL)] * len(cycles)
-    if model.estimator is None:
+    if model.pooled is None:
         for index in known:
             results[index] = (PHASE_PRIOR[cycles[index].phase], model)
         return results
     rows = [energy_features(cycles[index], profile, model.with_profile) for index in known]
-    for index, probabilities in zip(known, model.probabilities(rows), strict=True):
+    phases = [cycles[index].phase for index in known]
+    for index, probabilities in zip(known, model.probabilities(rows, phases), strict=True):
         results[index] = (probabilities, model)
     return results
+
+
+def phase_table_of(
+    model: EnergyModel, samples: Sequence[tuple[CycleDay, Mapping | None, int]]
+) -> dict[str | None, tuple[float, ...]]:
+    """What `model` expects of her in each phase: its answers on her own days, averaged by
+    phase (the phase prior for a phase she has no day in). Her personal model is pooled
+    toward this."""
+    answers = predict_energy(model, [cycle for cycle, _, _ in samples], samples[0][1])
+    by_phase = collections.defaultdict(list)
+    for (cycle, _, _), (probabilities, _) in zip(samples, answers, strict=True):
+        by_phase[cycle.phase].append(probabilities)
+    return {
+        phase: tuple(np.mean(by_phase[phase], axis=0)) if by_phase[phase] else prior
+        for phase, prior in PHASE_PRIOR.items()
+    }
 
 
 def energy_json(probabilities: Sequence[float]) -> dict[str, Any]:
@@ -4317,10 +4568,15 @@ class ModelCache:
         return len(self._models)
 
 
-def generate_demo_history(days: int, today: dt.date, seed: int = 0):
+def generate_demo_history(
+    days: int,
+    today: dt.date,
+    seed: int = 0,
+    energy_by_phase: Mapping[str, Sequence[float]] = DEMO_ENERGY_BY_PHASE,
+):
     """Realistic periods and daily energy for `days` days up to `today`: cycles of 26–32
-    days, periods of 4–6, and each day's energy drawn from DEMO_ENERGY_BY_PHASE for the
-    phase the service itself computes. Returns (periods, [(date, level)])."""
+    days, periods of 4–6, and each day's energy drawn from `energy_by_phase` for the phase
+    the service itself computes. Returns (periods, [(date, level)])."""
     rng = random.Random(seed)
     first = today - dt.timedelta(days=days - 1)
     start = first - dt.timedelta(days=rng.randint(0, 20))
@@ -4333,15 +4589,17 @@ def generate_demo_history(days: int, today: dt.date, seed: int = 0):
     for offset in range(days):
         date = first + dt.timedelta(days=offset)
         phase = calendar.cycle_day(date).phase
-        moods.append((date, rng.choices(range(3), weights=DEMO_ENERGY_BY_PHASE[phase])[0]))
+        moods.append((date, rng.choices(range(3), weights=energy_by_phase[phase])[0]))
     return periods, moods
 
 
-def bayes_rate(phases: Iterable[str]) -> float:
-    """The best accuracy any model can reach on days drawn from DEMO_ENERGY_BY_PHASE: it
-    knows the phase and guesses its most likely level."""
+def bayes_rate(
+    phases: Iterable[str], energy_by_phase: Mapping[str, Sequence[float]] = DEMO_ENERGY_BY_PHASE
+) -> float:
+    """The best accuracy any model can reach on days drawn from `energy_by_phase`: it knows
+    the phase and guesses its most likely level."""
     phases = list(phases)
-    return sum(max(DEMO_ENERGY_BY_PHASE[phase]) for phase in phases) / len(phases)
+    return sum(max(energy_by_phase[phase]) for phase in phases) / len(phases)
 
 
 # ── Energy model store: versions, cache, background training ─────────────────────────
@@ -4357,54 +4615,60 @@ def loadable(row: Mapping[str, Any]) -> bool:
     return row["sklearn_version"] == sklearn.__version__ and row["model_format"] == MODEL_FORMAT
 
 
-async def active_model(app: Starlette, user_id: int) -> EnergyModel:
-    """Her personal model if one is shipped, else the population model, else the phase
-    prior. One cheap query per level checks the shipped version, so a model retrained by
+async def shipped_model(app: Starlette, user_id: int | None) -> EnergyModel | None:
+    """Her shipped personal model (user_id None: the population model), from the cache or
+    loaded, or None. One cheap query checks the shipped version, so a model retrained by
     another worker replaces the cached one at once; only a new version is loaded."""
     database, cache = app.state.database, app.state.model_cache
-    for owner, source in ((user_id, "personal"), (None, "population")):
-        row = await newest_model_row(database, owner, shipped_only=True)
-        if row is None:
-            continue
-        subject = model_subject(owner)
-        if not loadable(row):
-            app.state.trainer.schedule(owner)
-            continue
-        model = cache.get(subject, row["version"])
-        if model is None:
-            blob = await database.fetch_val(
-                sa.select(user_models.c.model_blob).where(user_models.c.id == row["id"])
-            )
-            try:
-                estimator = await run_in_threadpool(deserialize_model, blob, app.state.model_signer)
-            except Exception as error:  # a foreign or tampered blob is never unpickled
-                logger.warning(
-                    "%s model version %s refused (%s); retraining it",
-                    subject,
-                    row["version"],
-                    type(error).__name__,
-                )
-                await database.execute(  # no instance tries it again
-                    user_models.update()
-                    .where(user_models.c.id == row["id"])
-                    .values(shipped=False, model_blob=None)
-                )
-                app.state.trainer.schedule(owner, force=True)
-                continue
-            model = EnergyModel(
-                source=source,
-                estimator=estimator,
-                with_profile=owner is None,
-                version=row["version"],
-                model_type=row["model_type"],
-                trained_at=row["trained_at"],
-                n_samples=row["n_samples"],
-                cv_accuracy=row["cv_accuracy"],
-                baseline_accuracy=row["baseline_accuracy"],
-            )
-            cache.put(subject, model)
+    row = await newest_model_row(database, user_id, shipped_only=True)
+    if row is None:
+        return None
+    subject = model_subject(user_id)
+    if not loadable(row):
+        app.state.trainer.schedule(user_id)
+        return None
+    model = cache.get(subject, row["version"])
+    if model is not None:
         return model
-    return PHASE_PRIOR_MODEL
+    blob = await database.fetch_val(
+        sa.select(user_models.c.model_blob).where(user_models.c.id == row["id"])
+    )
+    try:
+        pooled = await run_in_threadpool(deserialize_model, blob, app.state.model_signer)
+    except Exception as error:  # a foreign or tampered blob is never unpickled
+        logger.warning(
+            "%s model version %s refused (%s); retraining it",
+            subject,
+            row["version"],
+            type(error).__name__,
+        )
+        await database.execute(  # no instance tries it again
+            user_models.update()
+            .where(user_models.c.id == row["id"])
+            .values(shipped=False, model_blob=None)
+        )
+        app.state.trainer.schedule(user_id, force=True)
+        return None
+    model = EnergyModel(
+        source="population" if user_id is None else "personal",
+        pooled=pooled,
+        with_profile=user_id is None,
+        version=row["version"],
+        model_type=row["model_type"],
+        trained_at=row["trained_at"],
+        n_samples=row["n_samples"],
+        cv_accuracy=row["cv_accuracy"],
+        baseline_accuracy=row["baseline_accuracy"],
+        brier_score=row["brier_score"],
+    )
+    cache.put(subject, model)
+    return model
+
+
+async def active_model(app: Starlette, user_id: int) -> EnergyModel:
+    """Her personal model if one is shipped, else the population model, else the phase
+    prior."""
+    return await shipped_model(app, user_id) or await shipped_model(app, None) or PHASE_PRIOR_MODEL
 
 
 async def training_samples(database: Database, user_id: int | None):
@@ -4448,19 +4712,21 @@ def labelled_samples(
     moods: Sequence[Mapping], periods: Sequence[Mapping], profiles: Mapping[int, Mapping]
 ) -> list[tuple[CycleDay, Mapping | None, int]]:
     """(cycle day, profile, level) of every mood whose cycle position is known, each placed
-    in its owner's calendar."""
+    in its owner's calendar, in date order (forward validation trains on the earlier)."""
     spans, owned = collections.defaultdict(list), collections.defaultdict(list)
     for row in periods:
         spans[row["user_id"]].append(PeriodSpan(row["start_date"], row["end_date"]))
     for mood in moods:
         owned[mood["user_id"]].append(mood)
-    samples = []
+    dated = []
     for owner, days in owned.items():
         calendar = CycleCalendar.build(spans[owner], profiles.get(owner))
-        samples += [
-            (cycle, calendar.profile, level) for cycle, level in labelled_days(calendar, days)
-        ]
-    return samples
+        for mood in days:
+            cycle = mood_cycle_day(calendar, mood["date"], mood["day_of_cycle"])
+            if cycle is not None:
+                dated.append((mood["date"], cycle, calendar.profile, mood["energy_level"]))
+    dated.sort(key=lambda sample: sample[0])
+    return [(cycle, profile, level) for _, cycle, profile, level in dated]
 
 
 # Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
@@ -4509,10 +4775,19 @@ async def training_claim(database: Database, subject: str):
         )
 
 
-def train_on_samples(samples: list, with_profile: bool) -> TrainingResult:
-    """Features, then training: CPU work for a worker thread (thousands of rows)."""
+def train_on_samples(
+    samples: list, with_profile: bool, population: EnergyModel | None
+) -> TrainingResult:
+    """Features, then training, pooled toward what the population model expects of her
+    (when there is one), else the phase prior: CPU work for a worker thread."""
     features = [energy_features(cycle, profile, with_profile) for cycle, profile, _ in samples]
-    return train_energy_model(features, [level for _, _, level in samples])
+    return train_energy_model(
+        features,
+        [cycle.phase for cycle, _, _ in samples],
+        [level for _, _, level in samples],
+        PHASE_PRIOR if population is None else phase_table_of(population, samples),
+        "phase_prior" if population is None else "population",
+    )
 
 
 class TrainingBusy(Exception):
@@ -4528,12 +4803,11 @@ async def train_and_store(
     async with training_claim(database, model_subject(user_id)) as claimed:
         if not claimed:
             raise TrainingBusy()
-        result = await run_in_threadpool(train_on_samples, samples, user_id is None)
+        population = None if user_id is None else await shipped_model(app, None)
+        result = await run_in_threadpool(train_on_samples, samples, user_id is None, population)
         blob = None
         if result.shipped:
-            blob = await run_in_threadpool(
-                serialize_model, result.estimator, app.state.model_signer
-            )
+            blob = await run_in_threadpool(serialize_model, result.pooled, app.state.model_signer)
         async with database.transaction():
             version = 1 + (
                 await database.fetch_val(
@@ -4551,6 +4825,7 @@ async def train_and_store(
                     shipped=result.shipped,
                     cv_accuracy=result.cv_accuracy,
                     baseline_accuracy=result.baseline_accuracy,
+                    brier_score=result.brier_score,
                     n_samples=result.n_samples,
                     candidates=json.dumps(result.candidates),
                     sklearn_version=sklearn.__version__,
@@ -4561,10 +4836,11 @@ async def train_and_store(
                 .returning(*MODEL_METADATA_COLUMNS)
             )
     logger.info(
-        "trained %s model version %s: %s, shipped=%s",
+        "trained %s model version %s: %s pooled with %s days of prior, shipped=%s",
         model_subject(user_id),
         version,
         result.model_type,
+        result.prior_days,
         result.shipped,
     )
     return row
@@ -6727,6 +7003,7 @@ FEDCYCLE_FIRST_START = dt.date(2000, 1, 1)  # the file has lengths, not dates
 FEDCYCLE_BREAK_DAYS = 300  # a missing length breaks her chain of dates: start anew
 ENERGY_EVALUATION_WOMEN = 20
 ENERGY_EVALUATION_TEST_DAYS = 60  # her following days, on which each predictor is scored
+ENERGY_EVALUATION_OTHER_SEEDS = 1_000  # the population model's women: none evaluated
 
 
 def read_fedcycle(path: Path) -> dict[str, list[tuple[int | None, int | None]]]:
@@ -6829,36 +7106,91 @@ def evaluate_with_ovulation(women: Mapping[str, Sequence]) -> dict[str, float]:
     return score_next_starts(predictions)
 
 
-def evaluate_energy(days: int, women: int = ENERGY_EVALUATION_WOMEN) -> dict[str, float]:
+def demo_samples(
+    days: int,
+    today: dt.date,
+    seed: int,
+    energy_by_phase: Mapping[str, Sequence[float]] = DEMO_ENERGY_BY_PHASE,
+) -> list[tuple[CycleDay, None, int]]:
+    """A generated woman's labelled days in date order, as training_samples gives them."""
+    periods, moods = generate_demo_history(days, today, seed, energy_by_phase)
+    calendar = CycleCalendar.build(periods)
+    return [(calendar.cycle_day(date), None, level) for date, level in moods]
+
+
+@functools.cache
+def evaluation_population_model(days: int, women: int, today: dt.date) -> EnergyModel | None:
+    """The population model of `women` other generated women with `days` days each (seeds
+    no evaluated woman has), or None when it would not ship."""
+    histories = [
+        demo_samples(days, today, seed)
+        for seed in range(ENERGY_EVALUATION_OTHER_SEEDS, ENERGY_EVALUATION_OTHER_SEEDS + women)
+    ]
+    samples = [sample for same_date in zip(*histories, strict=True) for sample in same_date]
+    result = train_on_samples(samples, with_profile=True, population=None)
+    if not result.shipped:
+        return None
+    return EnergyModel(source="population", pooled=result.pooled, with_profile=True)
+
+
+def evaluate_energy(
+    days: int,
+    women: int = ENERGY_EVALUATION_WOMEN,
+    energy_by_phase: Mapping[str, Sequence[float]] = DEMO_ENERGY_BY_PHASE,
+) -> dict[str, float]:
     """On the demo generator (whose best possible accuracy is known): train on her first
-    `days` days, score on the ENERGY_EVALUATION_TEST_DAYS after them."""
+    `days` days as the service does (pooled toward a population model of other, typical
+    women, and, for a new service, toward the phase prior alone), serve what it would
+    serve, and score it on the ENERGY_EVALUATION_TEST_DAYS after them. Her days follow
+    `energy_by_phase`."""
     hits: dict[str, list[bool]] = collections.defaultdict(list)
-    best_possible, reported = [], []
+    brier: dict[str, list[float]] = collections.defaultdict(list)
+    best_possible, reported, actual = (
+        [],
+        collections.defaultdict(list),
+        collections.defaultdict(list),
+    )
     today = dt.date(2026, 1, 1)
+    populations = {
+        "planher": evaluation_population_model(days, women, today),
+        "planher_new_service": None,
+    }
     for seed in range(women):
-        periods, moods = generate_demo_history(days + ENERGY_EVALUATION_TEST_DAYS, today, seed)
-        calendar = CycleCalendar.build(periods)
-        cycles = [calendar.cycle_day(date) for date, _ in moods]
-        levels = [level for _, level in moods]
-        features = [energy_features(cycle, None, with_profile=False) for cycle in cycles]
-        result = train_energy_model(features[:days], levels[:days])
-        majority = collections.Counter(levels[:days]).most_common(1)[0][0]
-        test = range(days, len(moods))
-        model = result.estimator
-        predicted = model.predict(np.asarray([features[i] for i in test])) if model else None
-        for position, index in enumerate(test):
-            actual = levels[index]
-            hits["majority"].append(actual == majority)
-            prior = PHASE_PRIOR[cycles[index].phase]
-            hits["phase_table"].append(actual == prior.index(max(prior)))
-            guess = predicted[position] if predicted is not None else prior.index(max(prior))
-            hits["planher"].append(actual == int(guess))
-        best_possible.append(bayes_rate(cycles[index].phase for index in test))
-        reported.append(result.cv_accuracy if result.shipped else None)
+        samples = demo_samples(days + ENERGY_EVALUATION_TEST_DAYS, today, seed, energy_by_phase)
+        training, test = samples[:days], samples[days:]
+        cycles = [cycle for cycle, _, _ in test]
+        levels = np.asarray([level for _, _, level in test])
+        majority = collections.Counter(level for *_, level in training).most_common(1)[0][0]
+        served = {
+            "majority": one_hot([majority] * len(test)),
+            "phase_table": np.asarray([PHASE_PRIOR[cycle.phase] for cycle in cycles]),
+        }
+        for name, population in populations.items():
+            result = train_on_samples(training, with_profile=False, population=population)
+            model = population or PHASE_PRIOR_MODEL
+            if result.shipped:
+                model = EnergyModel(source="personal", pooled=result.pooled)
+                reported[name].append(result.cv_accuracy)
+            answers = predict_energy(model, cycles, None)
+            served[name] = np.asarray([probabilities for probabilities, _ in answers])
+            if result.shipped:
+                actual[name].append(ForwardScore.of(served[name], levels).accuracy)
+        for name, probabilities in served.items():
+            score = ForwardScore.of(probabilities, levels)
+            hits[name].append(score.accuracy)
+            brier[name].append(score.brier_score)
+        best_possible.append(bayes_rate((cycle.phase for cycle in cycles), energy_by_phase))
     figures = {name: statistics.mean(values) for name, values in hits.items()}
+    figures |= {f"{name}_brier": statistics.mean(values) for name, values in brier.items()}
     figures["best_possible"] = statistics.mean(best_possible)
-    shipped = [accuracy for accuracy in reported if accuracy is not None]
-    figures["reported_cv_accuracy"] = statistics.mean(shipped) if shipped else math.nan
+    for name in populations:
+        figures[f"{name}_shipped_actual"] = (
+            statistics.mean(actual[name]) if actual[name] else math.nan
+        )
+        figures[f"{name}_reported"] = (
+            statistics.mean(reported[name]) if reported[name] else math.nan
+        )
+        figures[f"{name}_shipped"] = len(reported[name]) / women
     return figures
 
 
@@ -6888,17 +7220,30 @@ def evaluation_report(fedcycle: Path, women: int = ENERGY_EVALUATION_WOMEN) -> s
     else:
         lines.append(f"FedCycleData is not at {fedcycle}: next-period figures skipped.")
     lines.append(
-        f"Energy on the demo generator ({women} women, scored on the "
-        f"{ENERGY_EVALUATION_TEST_DAYS} days after training):"
+        f"Energy on the demo generator ({women} women of each kind, scored on the "
+        f"{ENERGY_EVALUATION_TEST_DAYS} days after training; the population model is "
+        f"{women} other, typical women's):"
     )
-    for days in (60, 120):
-        figures = evaluate_energy(days, women)
-        lines.append(
-            f"  after {days:3} days: PlanHer {figures['planher']:.1%}  her majority level "
-            f"{figures['majority']:.1%}  phase table {figures['phase_table']:.1%}  best "
-            f"possible {figures['best_possible']:.1%}  (its reported cv_accuracy "
-            f"{figures['reported_cv_accuracy']:.1%})"
-        )
+    kinds = {"typical": DEMO_ENERGY_BY_PHASE, "unlike everyone": DEMO_CONTRARY_ENERGY_BY_PHASE}
+    for kind, energy_by_phase in kinds.items():
+        for days in (60, 120):
+            figures = evaluate_energy(days, women, energy_by_phase)
+            lines.append(
+                f"  {kind:15} {days:3} days: PlanHer {figures['planher']:.1%} (new service "
+                f"{figures['planher_new_service']:.1%})  her majority level "
+                f"{figures['majority']:.1%}  phase table {figures['phase_table']:.1%}  best "
+                f"possible {figures['best_possible']:.1%}  Brier {figures['planher_brier']:.3f} "
+                f"({figures['planher_new_service_brier']:.3f}), phase table "
+                f"{figures['phase_table_brier']:.3f}"
+            )
+            lines.append(
+                f"  {'':25}personal model shipped for {figures['planher_shipped']:.0%} "
+                f"({figures['planher_new_service_shipped']:.0%}): its cv_accuracy "
+                f"{figures['planher_reported']:.1%} "
+                f"({figures['planher_new_service_reported']:.1%}), right on the days after "
+                f"{figures['planher_shipped_actual']:.1%} "
+                f"({figures['planher_new_service_shipped_actual']:.1%})"
+            )
     return "\n".join(lines)
 
 

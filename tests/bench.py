@@ -557,21 +557,19 @@ def bcrypt_ms(rounds: int = planher.BCRYPT_ROUNDS) -> float:
 
 
 def model_cache_megabytes(models: int) -> tuple[float, int]:
-    """Memory of `models` loaded personal models (180 generated days each) in a ModelCache."""
-    periods, moods = planher.generate_demo_history(180, planher.utc_today(), seed=1)
-    calendar = planher.CycleCalendar.build(periods)
-    rows = [{"date": d, "day_of_cycle": None, "energy_level": level} for d, level in moods]
-    samples = list(planher.labelled_days(calendar, rows))
-    result = planher.train_energy_model(
-        [planher.cycle_features(cycle) for cycle, _ in samples], [level for _, level in samples]
+    """Memory of `models` loaded personal models (180 generated days each, of a woman unlike
+    the phase prior, so one ships) in a ModelCache."""
+    samples = planher.demo_samples(
+        180, planher.utc_today(), 1, planher.DEMO_CONTRARY_ENERGY_BY_PHASE
     )
+    result = planher.train_on_samples(samples, with_profile=False, population=None)
     signer = itsdangerous.Signer("k", salt=planher.MODEL_SIGNATURE_SALT)
-    blob = planher.serialize_model(result.estimator, signer)
+    blob = planher.serialize_model(result.pooled, signer)
     cache = planher.ModelCache(models)
     tracemalloc.start()
     for user in range(models):
-        estimator = planher.deserialize_model(blob, signer)
-        cache.put(f"user:{user}", planher.EnergyModel("personal", estimator, version=1))
+        pooled = planher.deserialize_model(blob, signer)
+        cache.put(f"user:{user}", planher.EnergyModel("personal", pooled, version=1))
     used, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return used / 2**20, len(blob)

@@ -190,11 +190,16 @@ def day(offset: int) -> str:
 
 
 def log_generated_history(
-    client: TestClient, account: Account, days: int, seed: int = 0, what=("periods", "moods")
+    client: TestClient,
+    account: Account,
+    days: int,
+    seed: int = 0,
+    what=("periods", "moods"),
+    energy_by_phase=planher.DEMO_ENERGY_BY_PHASE,
 ) -> list:
     """Log `days` days of the demo generator's periods and energy (or only `what` of them)
     through the API, up to today. Returns the generated moods as (date, level)."""
-    periods, moods = planher.generate_demo_history(days, planher.utc_today(), seed)
+    periods, moods = planher.generate_demo_history(days, planher.utc_today(), seed, energy_by_phase)
     for period in periods if "periods" in what else []:
         body = {"start_date": period.start.isoformat(), "end_date": period.end.isoformat()}
         response = client.post("/periods/", headers=account.headers, json=body)

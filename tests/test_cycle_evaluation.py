@@ -128,11 +128,27 @@ def test_the_evaluate_command_prints_every_figure_beside_its_baseline():
         "population prior (other women)",
         "1-2 known cycles",
         "ovulation known",
-        "after  60 days: PlanHer",
-        "after 120 days: PlanHer",
+        "typical          60 days: PlanHer",
+        "typical         120 days: PlanHer",
+        "unlike everyone  60 days: PlanHer",
+        "unlike everyone 120 days: PlanHer",
         "her majority level",
         "phase table",
         "best possible",
+        "Brier",
+        "personal model shipped for",
     ):
         assert figure in printed, figure
     assert "MAE 1.381 d" in printed  # the same figure as the test above
+
+
+def test_pooled_energy_models_are_never_worse_than_the_phase_table_and_learn_a_different_woman():
+    typical = planher.evaluate_energy(60, women=5)
+    assert typical["planher"] >= typical["majority"] + 0.15  # issue 13: 15 points over
+    assert typical["planher"] >= typical["phase_table"] - 0.01  # never below (one point)
+    assert typical["planher_brier"] < typical["phase_table_brier"]
+    unlike = planher.evaluate_energy(
+        120, women=5, energy_by_phase=planher.DEMO_CONTRARY_ENERGY_BY_PHASE
+    )
+    assert unlike["planher"] >= unlike["phase_table"] + 0.2  # her own pattern, learned
+    assert unlike["planher_shipped_actual"] >= unlike["planher_reported"] - 0.05  # no flattery

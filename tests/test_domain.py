@@ -3,6 +3,7 @@
 import datetime as dt
 import math
 
+import numpy as np
 import pytest
 
 import planher
@@ -257,19 +258,67 @@ def test_days_until_next_period_counts_down_to_the_next_start():
 # ── energy models ──
 
 
-def test_choose_model_ships_the_best_candidate_only_if_it_beats_the_baseline():
-    assert planher.choose_model(
-        {"random_forest": 0.6, "hist_gradient_boosting": 0.65, "majority": 0.4}
-    ) == (
-        "hist_gradient_boosting",
-        True,
+def test_forward_folds_score_the_later_half_on_models_of_every_day_before():
+    assert planher.forward_splits(60) == [(30, 36), (36, 42), (42, 48), (48, 54), (54, 60)]
+    assert planher.forward_splits(10) == [(5, 6), (6, 7), (7, 8), (8, 9), (9, 10)]
+    assert planher.forward_splits(7) == [(4, 5), (5, 6), (6, 7)]
+
+
+def test_partial_pooling_weighs_her_days_against_days_of_the_prior():
+    prior = {"menstrual": (0.5, 0.5, 0.0), "luteal": (0.2, 0.6, 0.2)}
+    phases, levels = ["menstrual"] * 3 + ["luteal"], [2, 2, 2, 0]
+    alone = planher.pooled_phase_table(phases, levels, prior, prior_days=0)
+    assert alone["menstrual"] == pytest.approx((0, 0, 1)) and alone["luteal"] == (1, 0, 0)
+    pooled = planher.pooled_phase_table(phases, levels, prior, prior_days=3)
+    assert pooled["menstrual"] == pytest.approx((0.25, 0.25, 0.5))  # 3 of hers, 3 of prior
+    assert pooled["luteal"] == pytest.approx((0.4, 0.45, 0.15))
+    assert planher.evidence_weight(30, 15) == pytest.approx(2 / 3)
+
+
+def test_a_forward_score_counts_hits_and_brier_and_wins_only_clearly():
+    levels = np.asarray([0, 1, 2, 2])
+    sure = planher.ForwardScore.of(planher.one_hot([0, 1, 2, 0]), levels)
+    assert sure.accuracy == 0.75 and sure.brier_score == pytest.approx(0.5)  # one miss: 2
+    vague = planher.ForwardScore.of(np.full((4, 3), 1 / 3), levels)
+    assert vague.brier_score == pytest.approx(2 / 3)
+    assert not sure.clearly_beats(vague)  # better on average, but one day costs it all
+    right = planher.ForwardScore.of(planher.one_hot(levels), levels)
+    assert right.clearly_beats(vague) and not vague.clearly_beats(right)
+
+
+def samples_of(energy_by_phase, days=60, seed=1):
+    samples = planher.demo_samples(days, D, seed, energy_by_phase)
+    return (
+        [planher.cycle_features(cycle) for cycle, _, _ in samples],
+        [cycle.phase for cycle, _, _ in samples],
+        [level for *_, level in samples],
     )
-    assert planher.choose_model(
-        {"random_forest": 0.4, "hist_gradient_boosting": 0.3, "majority": 0.4}
-    ) == (
+
+
+def test_a_woman_unlike_the_prior_gets_her_own_pooled_model():
+    result = planher.train_energy_model(*samples_of(planher.DEMO_CONTRARY_ENERGY_BY_PHASE))
+    assert result.shipped and result.cv_accuracy > result.baseline_accuracy
+    scores = {candidate["type"]: candidate for candidate in result.candidates}
+    assert set(scores) == {
         "random_forest",
-        False,
-    )
+        "hist_gradient_boosting",
+        "logistic_regression",
+        "mlp",
+        "partial_pooling",
+        "majority",
+        "phase_prior",
+    }
+    assert result.brier_score == scores[result.model_type]["brier_score"]
+    assert result.brier_score < scores["phase_prior"]["brier_score"]
+    assert result.cv_accuracy > scores["phase_prior"]["cv_accuracy"] + 0.2
+
+
+def test_days_the_prior_already_explains_ship_no_model_of_her_own():
+    prior_as_truth = {phase: planher.PHASE_PRIOR[phase] for phase in planher.PHASES}
+    result = planher.train_energy_model(*samples_of(prior_as_truth, days=90, seed=2))
+    assert not result.shipped and result.pooled is None
+    prior = next(c for c in result.candidates if c["type"] == "phase_prior")
+    assert result.cv_accuracy <= prior["cv_accuracy"] + 0.05  # no clear win to ship
 
 
 def test_days_missing_for_a_model_counts_days_and_asks_for_a_second_level():
@@ -277,13 +326,6 @@ def test_days_missing_for_a_model_counts_days_and_asks_for_a_second_level():
     assert planher.days_missing_for_a_model([1] * 10) == 1
     assert planher.days_missing_for_a_model([1] * 9 + [2]) == 0
     assert planher.days_missing_for_a_model([0, 1] * 14, min_days=30) == 2
-
-
-def test_cross_validation_adapts_its_folds_to_the_rarest_level():
-    assert planher.cross_validation_for([0] * 30 + [1] * 30).get_n_splits() == 5
-    splitter = planher.cross_validation_for([0] * 10 + [1] * 3)
-    assert isinstance(splitter, planher.StratifiedKFold) and splitter.get_n_splits() == 3
-    assert isinstance(planher.cross_validation_for([0] * 11 + [1]), planher.KFold)
 
 
 def test_cycle_features_place_the_last_day_next_to_the_first():
@@ -318,7 +360,7 @@ def test_energy_json_sums_to_one_and_names_the_likeliest_level():
 
 
 def test_days_with_an_unknown_cycle_get_the_phase_prior():
-    model = planher.EnergyModel(source="personal", estimator=None)
+    model = planher.EnergyModel(source="personal", pooled=None)
     cycle = planher.CycleDay(2, "menstrual", 28, None)
     [(known, known_model), (unknown, unknown_model)] = planher.predict_energy(
         model, [cycle, None], None
@@ -328,22 +370,15 @@ def test_days_with_an_unknown_cycle_get_the_phase_prior():
 
 
 def test_a_trained_model_round_trips_only_under_its_own_signature():
-    periods, moods = planher.generate_demo_history(60, D, seed=1)
-    calendar = planher.CycleCalendar.build(periods)
-    samples = list(
-        planher.labelled_days(
-            calendar, [{"date": d, "day_of_cycle": None, "energy_level": e} for d, e in moods]
-        )
-    )
-    result = planher.train_energy_model(
-        [planher.cycle_features(c) for c, _ in samples], [e for _, e in samples]
-    )
-    assert result.shipped and result.estimator is not None
+    features, phases, levels = samples_of(planher.DEMO_CONTRARY_ENERGY_BY_PHASE)
+    result = planher.train_energy_model(features, phases, levels)
+    assert result.shipped and result.pooled is not None
     signer = planher.itsdangerous.Signer("key", salt=planher.MODEL_SIGNATURE_SALT)
-    blob = planher.serialize_model(result.estimator, signer)
-    assert planher.deserialize_model(blob, signer).predict_proba(
-        [planher.cycle_features(samples[0][0])]
-    ).shape == (1, 3)
+    blob = planher.serialize_model(result.pooled, signer)
+    loaded = planher.deserialize_model(blob, signer)
+    assert planher.pooled_probabilities(loaded, features[:2], phases[:2]) == pytest.approx(
+        planher.pooled_probabilities(result.pooled, features[:2], phases[:2])
+    )
     with pytest.raises(planher.itsdangerous.BadSignature):
         planher.deserialize_model(
             blob, planher.itsdangerous.Signer("another key", salt=planher.MODEL_SIGNATURE_SALT)
@@ -373,9 +408,11 @@ def test_the_demo_generator_is_realistic_and_its_bayes_rate_is_known():
 
 
 def test_a_model_not_shipped_is_explained_in_her_words_and_a_shipped_one_not_at_all():
-    assert planher.not_shipped_reason(True, 0.7, 0.4) is None
-    reason = planher.not_shipped_reason(False, 0.62, 0.65)
+    assert planher.not_shipped_reason(True, 0.7, 0.4, 0.6) is None
+    reason = planher.not_shipped_reason(False, 0.62, 0.65, 0.6)
     assert "62%" in reason and "65%" in reason and "most common level" in reason
+    reason = planher.not_shipped_reason(False, 0.62, 0.4, 0.63)
+    assert "62%" in reason and "63%" in reason and "use now" in reason
 
 
 # ── importers ──
