@@ -4254,15 +4254,12 @@ def pooled_phase_table(
     counts = {phase: np.zeros(len(ENERGY_LABELS)) for phase in prior}
     for phase, level in zip(phases, levels, strict=True):
         counts[phase][level] += 1
-    return {
-        phase: tuple(
-            (counts[phase] + prior_days * np.asarray(prior[phase]))
-            / max(counts[phase].sum() + prior_days, 1e-9)
-        )
-        if counts[phase].sum() + prior_days > 0
-        else tuple(prior[phase])
-        for phase in prior
-    }
+    table = {}
+    for phase, expected in prior.items():
+        days = counts[phase].sum() + prior_days
+        pooled = (counts[phase] + prior_days * np.asarray(expected)) / days if days else expected
+        table[phase] = tuple(np.asarray(pooled, dtype=float).tolist())
+    return table
 
 
 def pooled_probabilities(
@@ -4520,13 +4517,16 @@ def phase_table_of(
 ) -> dict[str | None, tuple[float, ...]]:
     """What `model` expects of her in each phase: its answers on her own days, averaged by
     phase (the phase prior for a phase she has no day in). Her personal model is pooled
-    toward this."""
-    answers = predict_energy(model, [cycle for cycle, _, _ in samples], samples[0][1])
+    toward this. Asked directly, not through the model's memo: this runs in a worker thread
+    while the event loop serves from the same cached model."""
+    cycles = [cycle for cycle, _, _ in samples]
+    rows = [energy_features(cycle, profile, model.with_profile) for cycle, profile, _ in samples]
+    answers = pooled_probabilities(model.pooled, rows, [cycle.phase for cycle in cycles])
     by_phase = collections.defaultdict(list)
-    for (cycle, _, _), (probabilities, _) in zip(samples, answers, strict=True):
+    for cycle, probabilities in zip(cycles, answers, strict=True):
         by_phase[cycle.phase].append(probabilities)
     return {
-        phase: tuple(np.mean(by_phase[phase], axis=0)) if by_phase[phase] else prior
+        phase: tuple(np.mean(by_phase[phase], axis=0).tolist()) if by_phase[phase] else prior
         for phase, prior in PHASE_PRIOR.items()
     }
 
@@ -7305,14 +7305,15 @@ def main(argv: list[str] | None = None) -> None:
         print(restore(settings, arguments.file, arguments.force))
     elif arguments.command == "demo":
         demo = asyncio.run(_with_app(settings, lambda app: seed_demo(app, arguments.days)))
-        model = demo["model"]
+        model = ModelSummaryOut.model_validate(demo["model"])
         print(
             f"Demo user: {demo['email']}  password: {demo['password']}\n"
             f"{demo['periods']} periods and {demo['moods']} days of energy. Her model: version "
-            f"{model['version']}, {model['model_type']}, cross-validated accuracy "
-            f"{model['cv_accuracy']:.2f} against {model['baseline_accuracy']:.2f} for always "
+            f"{model.version}, {model.type}, forward-validated accuracy {model.cv_accuracy:.2f} "
+            f"(Brier {model.brier_score:.3f}) against {model.baseline_accuracy:.2f} for always "
             f"guessing her most common level; the best any model could do on this generator "
-            f"(its Bayes rate) is {demo['bayes_rate']:.2f}."
+            f"(its Bayes rate) is {demo['bayes_rate']:.2f}. "
+            + (model.reason or "Her predictions use it.")
         )
 
 

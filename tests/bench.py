@@ -239,8 +239,10 @@ def seed_rows(first_user: int, last_user: int, moods_per_user: int, password_has
         users.append(
             (user_id, f"bench{user_id}@example.org", password_hash, None, "user", now, now)
         )
-        if user_id == 1:  # the woman whose predictions are measured: a learnable history
-            history, days = planher.generate_demo_history(moods_per_user, today, seed=1)
+        if user_id == 1:  # the woman whose predictions are measured: a history of her own
+            history, days = planher.generate_demo_history(
+                moods_per_user, today, seed=1, energy_by_phase=planher.DEMO_CONTRARY_ENERGY_BY_PHASE
+            )
             periods += [(user_id, p.start, p.end, None, now, now) for p in history]
             moods += [(user_id, day, level, None, None, now, now) for day, level in days]
             continue

@@ -1,6 +1,10 @@
 """Predictions: current, forecast, history and retrain (replaces the old /predict)."""
 
+import os
+import re
 import statistics
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -10,6 +14,8 @@ from starlette.testclient import TestClient
 import planher
 from conftest import (
     ON_POSTGRES,
+    ROOT,
+    TEST_SECRET_KEY,
     create_account,
     day,
     drain_training,
@@ -594,3 +600,26 @@ def test_a_new_woman_is_shrunk_towards_everyones_cycles_once_enough_women_logged
         client.portal.call(planher.refresh_cycle_prior, client.app)  # as every hour
         assert current(client, newcomer)["cycle"]["length_estimate"] == 32
         assert current(client, newcomer)["cycle"]["next_period_start"] == day(-3 + 32)
+
+
+def test_the_demo_command_makes_a_woman_who_signs_in_to_her_trained_model(tmp_path):
+    with fresh_database_url("postgresql" if ON_POSTGRES else "sqlite", tmp_path) as url:
+        printed = subprocess.run(
+            [sys.executable, "planher.py", "demo", "--days", "120"],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": url, "SECRET_KEYS": TEST_SECRET_KEY},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        ).stdout
+        email, password = re.search(r"Demo user: (\S+)  password: (\S+)", printed).groups()
+        assert "forward-validated accuracy" in printed and "Brier" in printed
+        with TestClient(planher.create_app(make_settings(url))) as client:
+            login = client.post("/auth/login", json={"email": email, "password": password})
+            assert login.status_code == 200, login.text
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            summary = client.get("/users/me/export", headers=headers).json()["models"][-1]
+            assert summary["n_samples"] == 120 and summary["brier_score"] is not None
+            model = client.get("/predictions/current", headers=headers).json()["model"]
+            assert (model["source"] == "personal") == summary["shipped"]
