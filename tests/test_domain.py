@@ -299,15 +299,9 @@ def test_a_woman_unlike_the_prior_gets_her_own_pooled_model():
     result = planher.train_energy_model(*samples_of(planher.DEMO_CONTRARY_ENERGY_BY_PHASE))
     assert result.shipped and result.cv_accuracy > result.baseline_accuracy
     scores = {candidate["type"]: candidate for candidate in result.candidates}
-    assert set(scores) == {
-        "random_forest",
-        "hist_gradient_boosting",
-        "logistic_regression",
-        "mlp",
-        "partial_pooling",
-        "majority",
-        "phase_prior",
-    }
+    estimators = set(planher.model_candidates())
+    assert {"mlp", "logistic_regression", "random_forest"} <= estimators  # issue 13's
+    assert set(scores) == estimators | {"partial_pooling", "majority", "phase_prior"}
     assert result.brier_score == scores[result.model_type]["brier_score"]
     assert result.brier_score < scores["phase_prior"]["brier_score"]
     assert result.cv_accuracy > scores["phase_prior"]["cv_accuracy"] + 0.2
