@@ -4142,7 +4142,7 @@ MLP_PARAMS = {
     "hidden_layer_sizes": (8,),
     "alpha": 1.0,
     "solver": "lbfgs",
-    "max_iter": 200,
+    "max_iter": 100,
     "random_state": 0,
 }
 # A small network stopped at max_iter is not a failure: forward validation judges it.
