@@ -50,12 +50,32 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import planher  # noqa: E402
 from conftest import (  # noqa: E402
     free_port,
     procfile_web_command,
     temporary_postgres_database,
 )
+from planher.application import with_app  # noqa: E402
+from planher.clock import utc_now, utc_today  # noqa: E402
+from planher.config import (  # noqa: E402
+    BCRYPT_ROUNDS,
+    DEFAULT_RATE_LIMITS,
+    EARLIEST_DATE,
+    SQLITE_PRAGMAS,
+    Settings,
+)
+from planher.energy.demo import DEMO_CONTRARY_ENERGY_BY_PHASE, generate_demo_history  # noqa: E402
+from planher.energy.models import (  # noqa: E402
+    MODEL_SIGNATURE_SALT,
+    EnergyModel,
+    ModelCache,
+    deserialize_model,
+    serialize_model,
+    train_on_samples,
+)
+from planher.energy.store import training_samples  # noqa: E402
+from planher.energy.trainer import train_and_store  # noqa: E402
+from planher.evaluation import demo_samples  # noqa: E402
 
 PASSWORD = "benchmark passphrase"
 SECRET = "benchmark-secret"
@@ -233,15 +253,15 @@ def fresh_database(workdir: Path, name: str = "bench"):
 def seed_rows(first_user: int, last_user: int, moods_per_user: int, password_hash: str):
     """Users `first_user..last_user`, each with `moods_per_user` days of energy and the
     periods around them, no profile."""
-    now, today = planher.utc_now(), planher.utc_today()
+    now, today = utc_now(), utc_today()
     users, periods, moods = [], [], []
     for user_id in range(first_user, last_user + 1):
         users.append(
             (user_id, f"bench{user_id}@example.org", password_hash, None, "user", now, now)
         )
         if user_id == 1:  # the woman whose predictions are measured: a history of her own
-            history, days = planher.generate_demo_history(
-                moods_per_user, today, seed=1, energy_by_phase=planher.DEMO_CONTRARY_ENERGY_BY_PHASE
+            history, days = generate_demo_history(
+                moods_per_user, today, seed=1, energy_by_phase=DEMO_CONTRARY_ENERGY_BY_PHASE
             )
             periods += [(user_id, p.start, p.end, None, now, now) for p in history]
             moods += [(user_id, day, level, None, None, now, now) for day, level in days]
@@ -315,7 +335,8 @@ def insert_rows(database_url: str, tables: list[tuple[str, list[str], list[tuple
 def migrate(database_url: str) -> None:
     environment = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEYS": SECRET}
     subprocess.run(
-        [sys.executable, str(ROOT / "planher.py"), "migrate"],
+        [sys.executable, "-m", "planher", "migrate"],
+        cwd=ROOT,
         env=environment,
         check=True,
         capture_output=True,
@@ -349,7 +370,7 @@ def peer_python() -> str:
 def seed_peer_shape(database_url: str, password_hash: str) -> None:
     """PlanHer seeded like the peer: PEER_USERS users; user 1 and 19 others with PEER_MOODS
     daily moods and a period (no end logged) every 28 days."""
-    now, today = planher.utc_now(), planher.utc_today()
+    now, today = utc_now(), utc_today()
     users, periods, moods = [], [], []
     for user_id in range(1, PEER_USERS + 1):
         users.append((user_id, f"u{user_id}@example.org", password_hash, None, "user", now, now))
@@ -447,12 +468,12 @@ end
 def bare_insert_loop(url: str, seconds: float, first_user: int) -> float:
     """Single-row INSERTs into daily_moods, each its own transaction, with PlanHer's
     PRAGMAs (SQLite) or on one asyncpg connection: the database's own rate on this disk."""
-    now = planher.utc_now()
+    now = utc_now()
     if url.startswith("sqlite"):
         with contextlib.closing(
             sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         ) as db:
-            for pragma in planher.SQLITE_PRAGMAS:
+            for pragma in SQLITE_PRAGMAS:
                 db.execute(pragma)
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
@@ -515,7 +536,7 @@ def loop_lag_during_population_training(url: str, users: int, moods_per_user: in
     millisecond). Returns the worst and 99th-percentile stalls in ms, and the time taken."""
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     seed(url, 1, users, moods_per_user, password_hash)
-    settings = planher.Settings(database_url=url, secret_keys=(SECRET,))
+    settings = Settings(database_url=url, secret_keys=(SECRET,))
 
     async def train(app) -> dict:
         stalls: list[float] = []
@@ -529,8 +550,8 @@ def loop_lag_during_population_training(url: str, users: int, moods_per_user: in
 
         prober = asyncio.create_task(probe())
         started = time.perf_counter()
-        samples = await planher.training_samples(app.state.database, None)
-        await planher.train_and_store(app, None, samples, planher.utc_now())
+        samples = await training_samples(app.state.database, None)
+        await train_and_store(app, None, samples, utc_now())
         took = time.perf_counter() - started
         done.set()
         await prober
@@ -542,13 +563,13 @@ def loop_lag_during_population_training(url: str, users: int, moods_per_user: in
             "samples": len(samples),
         }
 
-    return asyncio.run(planher._with_app(settings, train))
+    return asyncio.run(with_app(settings, train))
 
 
 # ── measurements that need no server ──
 
 
-def bcrypt_ms(rounds: int = planher.BCRYPT_ROUNDS) -> float:
+def bcrypt_ms(rounds: int = BCRYPT_ROUNDS) -> float:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds))
     samples = []
     for _ in range(5):
@@ -561,17 +582,17 @@ def bcrypt_ms(rounds: int = planher.BCRYPT_ROUNDS) -> float:
 def model_cache_megabytes(models: int) -> tuple[float, int]:
     """Memory of `models` loaded personal models (180 generated days each, of a woman unlike
     the phase prior, so one ships) in a ModelCache."""
-    samples = planher.demo_samples(
-        180, planher.utc_today(), 1, planher.DEMO_CONTRARY_ENERGY_BY_PHASE
+    samples = demo_samples(
+        180, utc_today(), 1, DEMO_CONTRARY_ENERGY_BY_PHASE
     )
-    result = planher.train_on_samples(samples, with_profile=False, population=None)
-    signer = itsdangerous.Signer("k", salt=planher.MODEL_SIGNATURE_SALT)
-    blob = planher.serialize_model(result.pooled, signer)
-    cache = planher.ModelCache(models)
+    result = train_on_samples(samples, with_profile=False, population=None)
+    signer = itsdangerous.Signer("k", salt=MODEL_SIGNATURE_SALT)
+    blob = serialize_model(result.pooled, signer)
+    cache = ModelCache(models)
     tracemalloc.start()
     for user in range(models):
-        pooled = planher.deserialize_model(blob, signer)
-        cache.put(f"user:{user}", planher.EnergyModel("personal", pooled, version=1))
+        pooled = deserialize_model(blob, signer)
+        cache.put(f"user:{user}", EnergyModel("personal", pooled, version=1))
     used, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return used / 2**20, len(blob)
@@ -616,7 +637,7 @@ def bench_environment(url: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": url,
         "SECRET_KEYS": SECRET,
-        **{f"RATE_LIMIT_{name.upper()}": "100000000/60" for name in planher.DEFAULT_RATE_LIMITS},
+        **{f"RATE_LIMIT_{name.upper()}": "100000000/60" for name in DEFAULT_RATE_LIMITS},
     }
 
 
@@ -699,7 +720,7 @@ def endpoints(arguments) -> None:
         environment = bench_environment(url)
         migrate(url)
         password_hash = bcrypt.hashpw(
-            PASSWORD.encode(), bcrypt.gensalt(planher.BCRYPT_ROUNDS)
+            PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)
         ).decode()
         seed(url, 1, SMALL_USERS, arguments.moods_per_user, password_hash)
         credentials = {"email": "bench1@example.org", "password": PASSWORD}
@@ -817,7 +838,7 @@ def endpoints(arguments) -> None:
     login_rps = next(result["rps"] for name, result in rows if name == "POST /auth/login")
     bcrypt_limit = os.cpu_count() * 1000 / check_ms
     notes += [
-        f"bcrypt cost {planher.BCRYPT_ROUNDS}: {check_ms:.0f} ms a check, so {bcrypt_limit:.1f} "
+        f"bcrypt cost {BCRYPT_ROUNDS}: {check_ms:.0f} ms a check, so {bcrypt_limit:.1f} "
         f"logins/s on {os.cpu_count()} cores; logins reached {login_rps:.1f}/s "
         f"({login_rps / bcrypt_limit:.0%} of that)",
         f"GET /health during a login storm: p50 {health_in_storm['p50_ms']:.1f} ms, "
@@ -959,7 +980,7 @@ def slow_clients(arguments) -> None:
 
 def ten_years_as_drip_csv() -> tuple[bytes, int, int]:
     """Ten years of daily history (the demo generator's) as drip writes it: newest first."""
-    periods, moods = planher.generate_demo_history(3650, planher.utc_today(), seed=11)
+    periods, moods = generate_demo_history(3650, utc_today(), seed=11)
     bleeding = {
         period.start + dt.timedelta(days=offset)
         for period in periods
@@ -993,13 +1014,13 @@ def apple_health_zip(path: Path, megabytes: int) -> tuple[int, int]:
     )
     day_bytes = len("".join(step.format(d="2000-01-01", m=m % 60, v=m * 7) for m in range(120)))
     days = megabytes * 1_000_000 // day_bytes + 1  # ending about today, none in the future
-    day, written = planher.utc_today() - dt.timedelta(days=days), 0
+    day, written = utc_today() - dt.timedelta(days=days), 0
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open("apple_health_export/export.xml", "w", force_zip64=True) as xml:
             xml.write(b'<?xml version="1.0" encoding="UTF-8"?>\n<HealthData locale="en_US">\n')
             while written < megabytes * 1_000_000:
                 chunk = "".join(step.format(d=day, m=m % 60, v=m * 7) for m in range(120))
-                cycle_day = (day - planher.EARLIEST_DATE).days % 28
+                cycle_day = (day - EARLIEST_DATE).days % 28
                 if cycle_day < 5:
                     chunk += flow.format(d=day, s=int(cycle_day == 0))
                 data = chunk.encode()

@@ -30,14 +30,19 @@ from starlette.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import planher  # noqa: E402
+from planher.application import create_app
+from planher.clock import utc_now, utc_today
+from planher.config import DEFAULT_RATE_LIMITS, REFRESH_REUSE_GRACE_S, RateLimit, Settings
+from planher.cycles.calendar import CycleCalendar, PeriodSpan
+from planher.energy.demo import DEMO_ENERGY_BY_PHASE, generate_demo_history
+from planher.storage.tables import logins
 
 SERVER_URL = os.environ.get("DATABASE_URL", "")
 ON_POSTGRES = SERVER_URL.startswith(("postgresql://", "postgres://"))
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TEST_SECRET_KEY = "planher-tests-secret-key"
 PASSWORD = "correct horse battery"
-ROOT = Path(planher.__file__).parent
+ROOT = Path(__file__).resolve().parent.parent
 # What a user is, to herself and to an admin: account fields, never health data.
 ACCOUNT_FIELDS = {
     "id",
@@ -50,7 +55,7 @@ ACCOUNT_FIELDS = {
     "updated_at",
 }
 GENEROUS_LIMITS = {
-    f"RATE_LIMIT_{name.upper()}": "100000/60" for name in planher.DEFAULT_RATE_LIMITS
+    f"RATE_LIMIT_{name.upper()}": "100000/60" for name in DEFAULT_RATE_LIMITS
 }
 
 
@@ -113,16 +118,16 @@ def database_url(tmp_path_factory):
         yield url
 
 
-def make_settings(database_url: str, **changes) -> planher.Settings:
-    generous = planher.RateLimit(100_000, 60)  # tests sign in far more often than people
+def make_settings(database_url: str, **changes) -> Settings:
+    generous = RateLimit(100_000, 60)  # tests sign in far more often than people
     defaults = {
         "secret_keys": (TEST_SECRET_KEY,),
         "bcrypt_rounds": 4,
-        "rate_limits": {name: generous for name in planher.DEFAULT_RATE_LIMITS},
+        "rate_limits": {name: generous for name in DEFAULT_RATE_LIMITS},
         "retrain_pause_s": 0,  # retrain as soon as enough changed, to see it happen
         "population_retrain_pause_s": 0,
     }
-    return planher.Settings(database_url=database_url, **{**defaults, **changes})
+    return Settings(database_url=database_url, **{**defaults, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +137,7 @@ def settings(database_url):
 
 @pytest.fixture(scope="module")
 def app(settings):
-    return planher.create_app(settings)
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +191,7 @@ def account(client) -> Account:
 
 def day(offset: int) -> str:
     """The ISO date `offset` days from the server's today (negative: the past)."""
-    return (planher.utc_today() + dt.timedelta(days=offset)).isoformat()
+    return (utc_today() + dt.timedelta(days=offset)).isoformat()
 
 
 def log_generated_history(
@@ -195,11 +200,11 @@ def log_generated_history(
     days: int,
     seed: int = 0,
     what=("periods", "moods"),
-    energy_by_phase=planher.DEMO_ENERGY_BY_PHASE,
+    energy_by_phase=DEMO_ENERGY_BY_PHASE,
 ) -> list:
     """Log `days` days of the demo generator's periods and energy (or only `what` of them)
     through the API, up to today. Returns the generated moods as (date, level)."""
-    periods, moods = planher.generate_demo_history(days, planher.utc_today(), seed, energy_by_phase)
+    periods, moods = generate_demo_history(days, utc_today(), seed, energy_by_phase)
     for period in periods if "periods" in what else []:
         body = {"start_date": period.start.isoformat(), "end_date": period.end.isoformat()}
         response = client.post("/periods/", headers=account.headers, json=body)
@@ -216,12 +221,12 @@ def log_generated_history(
 
 def past_the_reuse_grace(client: TestClient, account: Account) -> None:
     """Move her logins' last refresh back beyond REFRESH_REUSE_GRACE_S."""
-    long_ago = planher.utc_now() - dt.timedelta(seconds=planher.REFRESH_REUSE_GRACE_S + 1)
+    long_ago = utc_now() - dt.timedelta(seconds=REFRESH_REUSE_GRACE_S + 1)
     run(
         client,
         client.app.state.database.execute,
-        planher.logins.update()
-        .where(planher.logins.c.user_id == account.user["id"])
+        logins.update()
+        .where(logins.c.user_id == account.user["id"])
         .values(refreshed_at=long_ago),
     )
 
@@ -229,6 +234,19 @@ def past_the_reuse_grace(client: TestClient, account: Account) -> None:
 def drain_training(client: TestClient) -> None:
     """Wait for the background trainings that the last requests scheduled."""
     client.portal.call(client.app.state.trainer.drain)
+
+
+# The pure-function tests count their dates from this one.
+D = dt.date(2026, 3, 1)
+
+
+def days(n: int) -> dt.timedelta:
+    return dt.timedelta(days=n)
+
+
+def calendar(*spans, profile=None, signs=()) -> CycleCalendar:
+    """Her cycle calendar from (start, end) pairs, as the calculator builds it."""
+    return CycleCalendar.build([PeriodSpan(start, end) for start, end in spans], profile, signs)
 
 
 def free_port() -> int:

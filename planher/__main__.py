@@ -1,0 +1,5 @@
+"""`python -m planher`: the command line (planher.cli)."""
+
+from planher.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The endpoints, one module per group of the contract (../shared/API.md)."""

@@ -1,0 +1,92 @@
+"""Her calendar feed: create, delete, and the secret feed itself."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+
+from planher.api.common import fetch_signs
+from planher.calendar_feed import calendar_feed_ics
+from planher.clock import today_in, utc_now
+from planher.config import CALENDAR_FEED_TOKEN_BYTES
+from planher.cycles.calendar import CycleCalendar, PeriodSpan
+from planher.errors import APIError
+from planher.schemas.responses import CalendarFeedOut
+from planher.security.audit import audit
+from planher.storage.queries import fetch_profile, user_write_transaction
+from planher.storage.tables import calendar_feeds, period_records, users
+from planher.web.endpoint import endpoint
+
+
+def calendar_feed_hash(feed_token: str) -> str:
+    return hashlib.sha256(feed_token.encode("utf-8")).hexdigest()
+
+
+@endpoint(
+    "Create her secret calendar feed URL (a new one replaces the old)", ok=(201, CalendarFeedOut)
+)
+async def create_calendar_feed(request: Request) -> Any:
+    database, user_id = request.app.state.database, request.user.id
+    feed_token = secrets.token_urlsafe(CALENDAR_FEED_TOKEN_BYTES)
+    async with user_write_transaction(database, user_id):
+        await database.execute(calendar_feeds.delete().where(calendar_feeds.c.user_id == user_id))
+        await database.execute(
+            calendar_feeds.insert().values(
+                user_id=user_id, token_hash=calendar_feed_hash(feed_token), created_at=utc_now()
+            )
+        )
+    await audit(request, "calendar_feed_created", ok=True)
+    return {"url": f"{request.base_url}calendar/{feed_token}.ics"}
+
+
+@endpoint("Revoke her calendar feed URL", ok=(204, None))
+async def delete_calendar_feed(request: Request) -> Response:
+    await request.app.state.database.execute(
+        calendar_feeds.delete().where(calendar_feeds.c.user_id == request.user.id)
+    )
+    await audit(request, "calendar_feed_revoked", ok=True)
+    return Response(status_code=204)
+
+
+CALENDAR_FEED_OWNER = (
+    sa.select(users.c.id, users.c.time_zone, users.c.created_at)
+    .select_from(users.join(calendar_feeds, calendar_feeds.c.user_id == users.c.id))
+    .where(calendar_feeds.c.token_hash == sa.bindparam("token_hash"))
+)
+
+
+@endpoint(
+    "Her calendar of periods, predictions and fertile windows (the feed URL is the key)",
+    ok=(200, str),
+    auth=None,
+    media_type="text/calendar",
+    errors={404: "No such feed, or revoked", 503: "The database is unavailable"},
+)
+async def calendar_feed(request: Request) -> Response:
+    database = request.app.state.database
+    owner = await database.fetch_one(
+        CALENDAR_FEED_OWNER,
+        {"token_hash": calendar_feed_hash(request.path_params["feed_token"])},
+    )
+    if owner is None:
+        raise APIError(404, "not_found", "No such calendar feed: it may have been revoked")
+    periods = await database.fetch_large(
+        sa.select(period_records.c.id, period_records.c.start_date, period_records.c.end_date)
+        .where(period_records.c.user_id == owner["id"])
+        .order_by(period_records.c.start_date)
+    )
+    calendar = CycleCalendar.build(
+        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
+        await fetch_profile(database, owner["id"]),
+        await fetch_signs(database, owner["id"]),
+        request.app.state.cycle_prior,
+    )
+    # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.
+    feed_key = hashlib.sha256(f"{owner['id']}:{owner['created_at']}".encode()).hexdigest()[:16]
+    body = calendar_feed_ics(periods, calendar, today_in(owner["time_zone"]), feed_key, utc_now())
+    return Response(body, media_type="text/calendar; charset=utf-8")

@@ -1,0 +1,1 @@
+"""The cycle calculator: lengths, ovulation, phases and predictions (pure: no I/O)."""

@@ -1,0 +1,1 @@
+"""Energy predictions: features and models (pure), their store and their trainer."""

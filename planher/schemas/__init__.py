@@ -1,0 +1,1 @@
+"""The contract's shapes: request bodies, queries and response models (pydantic)."""

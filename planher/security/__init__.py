@@ -1,0 +1,1 @@
+"""Security: passwords, tokens, authentication, rate limits and the audit trail."""

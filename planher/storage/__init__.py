@@ -1,0 +1,1 @@
+"""Storage: the tables, the database facade, shared queries, migrations, backups."""

@@ -1,0 +1,229 @@
+"""Queries that more than one endpoint group shares."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from planher.clock import today_in, utc_now
+from planher.errors import APIError
+from planher.schemas.requests import ListQuery
+from planher.storage.database import Database
+from planher.storage.tables import (
+    daily_moods,
+    logins,
+    observations,
+    period_records,
+    predictions,
+    user_models,
+    user_profiles,
+    users,
+)
+
+
+async def email_taken(database: Database, email: str) -> bool:
+    found = await database.fetch_val(sa.select(users.c.id).where(users.c.email == email))
+    return found is not None
+
+
+async def signed_in_from(
+    database: Database, user_id: int, ip: str, live_since: dt.datetime
+) -> bool:
+    """Whether she has a live login from this address: not revoked (logged out, stolen)
+    and refreshed since `live_since` (its refresh token has not expired)."""
+    found = await database.fetch_val(
+        sa.select(logins.c.id)
+        .where(
+            logins.c.user_id == user_id,
+            logins.c.ip == ip,
+            logins.c.revoked_at.is_(None),
+            logins.c.refreshed_at >= live_since,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def revoke_logins(database: Database, condition: Any, reason: str) -> None:
+    await database.execute(
+        logins.update()
+        .where(condition, logins.c.revoked_at.is_(None))
+        .values(revoked_at=utc_now(), revoked_reason=reason)
+    )
+
+
+PROFILE_OF = user_profiles.select().where(user_profiles.c.user_id == sa.bindparam("user_id"))
+PERIOD_SPANS_OF = sa.select(period_records.c.start_date, period_records.c.end_date).where(
+    period_records.c.user_id == sa.bindparam("user_id")
+)
+
+SIGN_FIELDS = ("date", "lh_test", "bbt_celsius", "cervical_mucus")
+SIGNS_OF = (
+    sa.select(*(observations.c[name] for name in SIGN_FIELDS))
+    .where(observations.c.user_id == sa.bindparam("user_id"))
+    .order_by(observations.c.date)
+)
+
+
+async def fetch_profile(database: Database, user_id: int) -> dict[str, Any] | None:
+    return await database.fetch_one(PROFILE_OF, {"user_id": user_id})
+
+
+async def fetch_periods(database: Database, user_id: int) -> list[dict[str, Any]]:
+    """Her periods' start and end dates: what places her days in their cycles."""
+    return await database.fetch_all(PERIOD_SPANS_OF, {"user_id": user_id})
+
+
+async def delete_expired_history(database: Database) -> int:
+    """Delete, for each woman who set retention_days, her periods, moods and served
+    predictions older than that (by her own calendar). Returns how many rows went."""
+    deleted = 0
+    for user in await database.fetch_all(
+        sa.select(users.c.id, users.c.time_zone, users.c.retention_days).where(
+            users.c.retention_days.is_not(None)
+        )
+    ):
+        keep_from = today_in(user["time_zone"]) - dt.timedelta(days=user["retention_days"])
+        async with database.transaction():
+            for table, older in (
+                (
+                    period_records,
+                    sa.func.coalesce(period_records.c.end_date, period_records.c.start_date)
+                    < keep_from,
+                ),
+                (daily_moods, daily_moods.c.date < keep_from),
+                (observations, observations.c.date < keep_from),
+                (predictions, predictions.c.date < keep_from),
+            ):
+                rows = await database.fetch_all(
+                    table.delete().where(table.c.user_id == user["id"], older).returning(table.c.id)
+                )
+                deleted += len(rows)
+    return deleted
+
+
+@contextlib.asynccontextmanager
+async def user_write_transaction(database: Database, user_id: int):
+    """A transaction in which this user's checks-then-writes (overlaps, one mood a day, one
+    profile) cannot interleave with another request of hers. SQLite's BEGIN IMMEDIATE already
+    serializes writers; PostgreSQL locks her users row."""
+    async with database.transaction():
+        if database.dialect == "postgresql":
+            await database.execute(
+                sa.select(users.c.id).where(users.c.id == user_id).with_for_update()
+            )
+        yield
+
+
+async def fetch_owned(database: Database, table: sa.Table, row_id: int, user_id: int, what: str):
+    """Her row with this id. Another user's row is not found, exactly like a missing one."""
+    row = await database.fetch_one(
+        table.select().where(table.c.id == row_id, table.c.user_id == user_id)
+    )
+    if row is None:
+        raise APIError(404, "not_found", f"{what} not found")
+    return row
+
+
+@dataclasses.dataclass(eq=False)
+class Listing:
+    """What a list endpoint pages through: rows of `table`, newest first by `date_column`,
+    selecting `columns` from `source` (a join) when given; `owned` lists are one user's."""
+
+    table: sa.Table
+    date_column: sa.Column
+    owned: bool = True
+    columns: Sequence[Any] | None = None
+    source: Any = None
+
+    @functools.cache  # noqa: B019 (a few module-level listings, kept for the process)
+    def statements(self, from_given: bool, to_given: bool) -> tuple[sa.Select, sa.Select]:
+        """The count and the page, built once per filter shape, values bound per call."""
+        condition = sa.true()
+        if self.owned:
+            condition &= self.table.c.user_id == sa.bindparam("owner_id")
+        if from_given:
+            condition &= self.date_column >= sa.bindparam("first_day")
+        if to_given:
+            condition &= self.date_column <= sa.bindparam("last_day")
+        count = sa.select(sa.func.count()).select_from(self.table).where(condition)
+        page = (
+            sa.select(*(self.columns or self.table.c))
+            .select_from(self.table if self.source is None else self.source)
+            .where(condition)
+            .order_by(self.date_column.desc(), self.table.c.id.desc())
+            .limit(sa.bindparam("limit"))
+            .offset(sa.bindparam("offset"))
+        )
+        return count, page
+
+
+async def list_page(
+    database: Database, listing: Listing, page: ListQuery, owner_id: int | None = None
+) -> tuple[list, int]:
+    """One `page` of `listing` (of `owner_id`'s rows if it is owned), with the total count
+    for X-Total-Count. `from`/`to` are whole days, also on a timestamp column."""
+    first_day, last_day = page.from_date, page.to_date
+    if isinstance(listing.date_column.type, sa.DateTime):
+        first_day = first_day and dt.datetime.combine(first_day, dt.time())
+        last_day = last_day and dt.datetime.combine(last_day, dt.time.max)
+    count, rows = listing.statements(first_day is not None, last_day is not None)
+    values = {"owner_id": owner_id, "first_day": first_day, "last_day": last_day}
+    total = await database.fetch_val(count, values)
+    return await database.fetch_all(
+        rows, {**values, "limit": page.limit, "offset": page.offset}
+    ), total
+
+
+ACCOUNT_COLUMNS = [column for column in users.c if column.name != "password_hash"]
+HISTORY_SOURCE = predictions.outerjoin(
+    daily_moods,
+    sa.and_(
+        daily_moods.c.user_id == predictions.c.user_id, daily_moods.c.date == predictions.c.date
+    ),
+)
+HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
+
+
+async def logged_on(database: Database, table: sa.Table, user_id: int, date: dt.date) -> Any:
+    """Her row of `table` (moods, observations: one a day) on `date`, if any."""
+    return await database.fetch_one(
+        sa.select(table.c.id).where(table.c.user_id == user_id, table.c.date == date)
+    )
+
+
+MODEL_METADATA_COLUMNS = [column for column in user_models.c if column.name != "model_blob"]
+
+
+def owner_condition(user_id: int | None) -> Any:
+    """Her models, or the population model's (no owner)."""
+    return user_models.c.user_id.is_(None) if user_id is None else user_models.c.user_id == user_id
+
+
+async def newest_model_row(database: Database, user_id: int | None, shipped_only: bool) -> Any:
+    condition = owner_condition(user_id)
+    if shipped_only:
+        condition &= user_models.c.shipped.is_(True)
+    return await database.fetch_one(
+        sa.select(*MODEL_METADATA_COLUMNS)
+        .where(condition)
+        .order_by(user_models.c.version.desc())
+        .limit(1)
+    )
+
+
+async def changed_moods_since(
+    database: Database, user_id: int | None, since: dt.datetime | None
+) -> int:
+    condition = sa.true() if user_id is None else daily_moods.c.user_id == user_id
+    if since is not None:
+        condition &= daily_moods.c.updated_at >= since
+    return await database.fetch_val(
+        sa.select(sa.func.count()).select_from(daily_moods).where(condition)
+    )

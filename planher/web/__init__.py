@@ -1,0 +1,1 @@
+"""What every endpoint shares: @endpoint, the OpenAPI document, errors, middleware."""
