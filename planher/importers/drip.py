@@ -80,11 +80,11 @@ def bleeding_of(line: DripRow, date: dt.date, history: ImportedHistory) -> bool:
         raise MalformedFile(f"{line.where}: bleeding.value must be 0, 1, 2 or 3")
     if value == "0":
         history.skipped.add("day", SPOTTING_SKIPPED, date)
-    elif value and line.flag("bleeding.exclude"):
+        return False
+    if value and line.flag("bleeding.exclude"):
         history.skipped.add("day", "bleeding she marked as not her period", date)
-    else:
-        return bool(value)
-    return False
+        return False
+    return bool(value)
 
 
 def read_signals(line: DripRow, day: DaySignals) -> None:

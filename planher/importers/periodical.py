@@ -80,9 +80,7 @@ def read_events(rows: list, days: dict[dt.date, DaySignals]) -> list[ImportedPer
     return periods_from_bleeding_days(bleeding, starts)
 
 
-def read_symptoms(
-    rows: list, days: dict[dt.date, DaySignals], history: ImportedHistory
-) -> None:
+def read_symptoms(rows: list, days: dict[dt.date, DaySignals], history: ImportedHistory) -> None:
     for where, row in objects_of(rows, "symptoms"):
         date, code = calendar_date(row.get("eventdate"), f"{where}.eventdate"), row.get("symptom")
         if code == PERIODICAL_LOW_ENERGY:
