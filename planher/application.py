@@ -78,6 +78,7 @@ from planher.web.error_handlers import (
 from planher.web.middleware import (
     BodySizeLimitMiddleware,
     ClientAddressMiddleware,
+    ClientGoneMiddleware,
     DatabaseUnavailableMiddleware,
     QuietStartupFailureMiddleware,
     RequestReadTimeoutMiddleware,
@@ -88,6 +89,7 @@ from planher.web.openapi import openapi_document
 from planher.web.request_errors import BodyTooLarge, RequestReadTimeout, RequestValidationError
 
 logger = logging.getLogger(__name__)
+
 
 def resource(path: str, **handlers: Handler) -> Route:
     """One route serving `path` with a handler per method (`get=…, put=…`), so that a 405
@@ -190,9 +192,24 @@ async def refresh_cycle_prior_hourly(app: Starlette) -> None:
         await asyncio.sleep(POPULATION_PRIOR_REFRESH_S)
 
 
+def log_beside_uvicorn() -> None:
+    """Uvicorn configures only its own loggers: unless something else configured logging,
+    PlanHer's INFO lines (migrations applied, models trained, clients gone) are written
+    beside uvicorn's, in its format, rather than dropped."""
+    package_logger = logging.getLogger("planher")
+    if logging.getLogger().handlers or package_logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    package_logger.addHandler(handler)
+    if package_logger.level == logging.NOTSET:
+        package_logger.setLevel(logging.INFO)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette):
     settings, database = app.state.settings, app.state.database
+    log_beside_uvicorn()
     try:
         keys = signing_keys(settings)
     except (MissingSecretKeys, OSError) as error:
@@ -241,6 +258,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=ROUTES,
         middleware=[
             Middleware(QuietStartupFailureMiddleware),
+            Middleware(ClientGoneMiddleware),
             Middleware(RequestReadTimeoutMiddleware, timeout_s=settings.request_read_timeout_s),
             Middleware(ClientAddressMiddleware, trusted=settings.forwarded_allow_ips),
             Middleware(StandardHeadersMiddleware),

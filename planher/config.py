@@ -69,11 +69,14 @@ REQUEST_READ_LINGER_S = 2.0  # after such a 408, what the client still sends is 
 # The database. A call (pool checkout, statement, commit) that takes longer than
 # DB_TIMEOUT_S is abandoned, its connection discarded, and the client told 503.
 DB_TIMEOUT_S = 5.0
-DB_POOL_SIZE = 8  # connections per process (the SQLite writer takes one at a time)
+DB_POOL_SIZE = 8  # connections per process (SQLite: for large reads; its writer has one)
 RETRY_AFTER_S = 5  # what a 503 asks the client to wait
 FAILURE_LOG_INTERVAL_S = 10  # one log line per kind of database failure per interval
 LARGE_READ_CHUNK_ROWS = 2_000  # a large read hands the event loop back after each chunk
 WRITER_TURN_POLL_S = 0.002  # how often a writer checks whether another process is done
+# SQLite's writer commits the units of work that queued during its last commit together,
+# at most this many: one fsync for all of them, and no wait for one that came alone.
+GROUP_COMMIT_MAX_UNITS = 64
 # Applied once to every SQLite connection: WAL lets readers run beside the writer,
 # synchronous=FULL makes a committed write survive power loss, and foreign keys are off by
 # default in SQLite, which would silently skip every ON DELETE CASCADE.

@@ -103,10 +103,12 @@ def server(
     python: str = sys.executable,
     app_dir: Path | None = None,
     started: list | None = None,
+    log: Path | None = None,
 ):
     """uvicorn serving `app` on a free port; yields its base URL (and appends the process to
-    `started`, when given)."""
+    `started`, when given). Its output goes to `log`, when given."""
     port = free_port()
+    output = None if log is None else log.open("ab")
     process = subprocess.Popen(
         [
             python,
@@ -127,6 +129,8 @@ def server(
         env=environment,
         cwd=ROOT,
         start_new_session=True,
+        stdout=output,
+        stderr=output,
     )
     if started is not None:
         started.append(process)
@@ -145,6 +149,8 @@ def server(
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if output is not None:
+            output.close()
 
 
 def call(method: str, url: str, body: dict | None = None, headers: dict | None = None):
@@ -211,14 +217,18 @@ def wrk(
     headers: dict | None = None,
     script: str | None = None,
     threads: int = 2,
+    script_arguments: Sequence[str] = (),
 ) -> dict:
+    """`script` is Lua source, or the path of a .lua file; `script_arguments` follow `--`."""
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(script or "")
+        lua.write(Path(script).read_text() if script and script.endswith(".lua") else script or "")
     if script:
         command += ["-s", lua.name]
+    if script_arguments:
+        command += ["--", *script_arguments]
     try:
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     finally:
@@ -402,14 +412,25 @@ def peer_database(workdir: Path, planher_url: str):
         yield url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
+WRITERS = 50  # the women posting moods in the write rounds, as in the issue's figures
+WRITE_SCRIPT = PEER_DIR / "write.lua"
+
+
 def side_by_side(workdir: Path, url: str, environment: dict, seconds: int, connections: int):
-    """GET /auth/me and /moods/?limit=30 on PlanHer and on the peer, same data shape, load
-    and connections, interleaved over three rounds; medians of req/s."""
+    """PlanHer and the peer, same data shape, load and connections, interleaved over three
+    rounds: GET /auth/me, GET /moods/?limit=30, and POST /moods/ as WRITERS women with a new
+    date each request (the peer's write.lua on both); then PlanHer's home screen,
+    GET /predictions/current, warm. Medians of req/s, and the tracebacks each server logged."""
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     seed_peer_shape(url, password_hash)
     python = peer_python()
+    logs = {"planher": workdir / "planher.log", "peer": workdir / "peer.log"}
     with peer_database(workdir, url) as peer_url:
-        peer_environment = {**os.environ, "PEER_DATABASE_URL": peer_url}
+        peer_environment = {
+            **os.environ,
+            "PEER_DATABASE_URL": peer_url,
+            "PEER_TOKENS_FILE": str(workdir / "peer-tokens.txt"),
+        }
         seeded = subprocess.run(
             [python, "peer_app.py", str(PEER_USERS), str(PEER_MOODS)],
             cwd=PEER_DIR,
@@ -418,29 +439,107 @@ def side_by_side(workdir: Path, url: str, environment: dict, seconds: int, conne
             text=True,
             check=True,
         )
-        peer_auth = {"Authorization": f"Bearer {seeded.stdout.strip().splitlines()[-1]}"}
+        auth = {"peer": {"Authorization": f"Bearer {seeded.stdout.strip().splitlines()[-1]}"}}
+        writers = {"peer": workdir / "peer-writers.txt", "planher": workdir / "planher-writers.txt"}
+        peer_tokens = (workdir / "peer-tokens.txt").read_text().splitlines()[:WRITERS]
+        writers["peer"].write_text("\n".join(peer_tokens) + "\n")
         results: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
-        paths = ("/auth/me", "/moods/?limit=30")
         with (
-            server("planher:app", environment, options=PLAIN_UVICORN) as planher_base,
+            server("planher:app", environment, options=PLAIN_UVICORN, log=logs["planher"]) as ours,
             server(
                 "peer_app:app",
                 peer_environment,
                 options=PLAIN_UVICORN,
                 python=python,
                 app_dir=PEER_DIR,
-            ) as peer_base,
+                log=logs["peer"],
+            ) as peer,
         ):
-            planher_auth = signed_in(planher_base, "u1@example.org")
-            for _ in range(3):
-                for path in paths:
-                    results["peer", path].append(
-                        wrk(f"{peer_base}{path}", seconds, connections, peer_auth)
+            bases = {"planher": ours, "peer": peer}
+            auth["planher"] = signed_in(ours, "u1@example.org")
+            planher_tokens = [
+                signed_in(ours, f"u{k}@example.org")["Authorization"].removeprefix("Bearer ")
+                for k in range(1, WRITERS + 1)
+            ]
+            writers["planher"].write_text("\n".join(planher_tokens) + "\n")
+            call("GET", f"{ours}/predictions/current", headers=auth["planher"])  # warm
+            for round_number in range(3):
+                for name in ("peer", "planher"):
+                    for path in ("/auth/me", "/moods/?limit=30"):
+                        results[name, f"GET {path}"].append(
+                            wrk(f"{bases[name]}{path}", seconds, connections, auth[name])
+                        )
+                    results[name, "POST /moods/"].append(
+                        wrk(
+                            f"{bases[name]}/moods/",
+                            seconds,
+                            connections,
+                            script=str(WRITE_SCRIPT),
+                            script_arguments=(str(writers[name]), str(round_number)),
+                        )
                     )
-                    results["planher", path].append(
-                        wrk(f"{planher_base}{path}", seconds, connections, planher_auth)
-                    )
-    return {key: median_result(runs) for key, runs in results.items()}
+                results["planher", "GET /predictions/current"].append(
+                    wrk(f"{ours}/predictions/current", seconds, connections, auth["planher"])
+                )
+    medians = {key: median_result(runs) for key, runs in results.items()}
+    tracebacks = {name: log.read_text().count("Traceback") for name, log in logs.items()}
+    return medians, tracebacks
+
+
+async def trips_per_request(url: str, requests: int = 200) -> dict[str, float]:
+    """Per request of each hot endpoint, in-process: units of work handed to SQLite's
+    writer thread, or PostgreSQL transactions (pg_stat_database.xact_commit, read once the
+    app's connections have closed and flushed their counts; a run of no requests is the
+    baseline subtracted)."""
+    import httpx
+
+    settings = Settings.from_environ(bench_environment(url))
+    calls = {
+        "GET /auth/me": lambda n: ("GET", "/auth/me", None),
+        "GET /moods/?limit=30": lambda n: ("GET", "/moods/?limit=30", None),
+        "POST /moods/": lambda n: (
+            "POST",
+            "/moods/",
+            # Long before any date the wrk rounds post.
+            {"date": str(dt.date(1950, 1, 1) + dt.timedelta(days=n)), "energy_level": n % 3},
+        ),
+        "GET /predictions/current": lambda n: ("GET", "/predictions/current", None),
+    }
+
+    async def run(endpoint: str | None) -> int:
+        async def drive(app) -> int:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+                login = {"email": "u1@example.org", "password": PASSWORD}
+                token = (await http.post("/auth/login", json=login)).json()["access_token"]
+                http.headers["Authorization"] = f"Bearer {token}"
+                await http.get("/predictions/current")  # warm: what she was told is recorded
+                hops_before = app.state.database.writer_hops
+                for n in range(requests if endpoint else 0):
+                    method, path, body = calls[endpoint](n)
+                    response = await http.request(method, path, json=body)
+                    assert response.status_code < 300, response.text
+                return app.state.database.writer_hops - hops_before
+
+        if not url.startswith("postgres"):
+            return await with_app(settings, drive)
+        committed_before = await transactions_committed(url)
+        await with_app(settings, drive)
+        await asyncio.sleep(0.5)
+        return await transactions_committed(url) - committed_before
+
+    baseline = await run(None)
+    return {endpoint: (await run(endpoint) - baseline) / requests for endpoint in calls}
+
+
+async def transactions_committed(url: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await connection.close()
 
 
 def median_result(runs: list[dict]) -> dict:
@@ -449,20 +548,6 @@ def median_result(runs: list[dict]) -> dict:
 
 
 # ── writes: POST /moods/ beside a bare loop of the same INSERTs ──
-
-POST_MOODS_DISTINCT_SCRIPT = """
-local tokens = {TOKENS}
-local threads = {}
-function setup(thread) thread:set("id", #threads); table.insert(threads, thread) end
-function init(args) n = 0 end
-function request()
-  n = n + 1
-  local token = tokens[(n + id) % #tokens + 1]
-  local day = os.date("!%Y-%m-%d", 1700000000 - (n * 2 + id) * 86400)
-  return wrk.format("POST", "/moods/", {["Content-Type"] = "application/json",
-    ["Authorization"] = "Bearer " .. token}, '{"energy_level": 1, "date": "' .. day .. '"}')
-end
-"""
 
 
 def bare_insert_loop(url: str, seconds: float, first_user: int) -> float:
@@ -508,23 +593,6 @@ def bare_insert_loop(url: str, seconds: float, first_user: int) -> float:
             await connection.close()
 
     return asyncio.run(loop())
-
-
-def writes(url: str, environment: dict, seconds: int, connections: int) -> tuple[dict, float]:
-    """POST /moods/ from `connections` connections, each request a distinct (user, date);
-    then the bare loop, on a user of its own."""
-    with server("planher:app", environment, options=PLAIN_UVICORN) as base:
-        tokens = [
-            call(
-                "POST", f"{base}/auth/login", {"email": f"u{k}@example.org", "password": PASSWORD}
-            )["access_token"]
-            for k in range(21, 21 + connections)
-        ]
-        script = POST_MOODS_DISTINCT_SCRIPT.replace(
-            "{TOKENS}", "{" + ", ".join(f'"{token}"' for token in tokens) + "}"
-        )
-        result = wrk(f"{base}/moods/", seconds, connections, script=script)
-    return result, bare_insert_loop(url, seconds, first_user=PEER_USERS)
 
 
 # ── the event loop while the population model trains ──
@@ -582,9 +650,7 @@ def bcrypt_ms(rounds: int = BCRYPT_ROUNDS) -> float:
 def model_cache_megabytes(models: int) -> tuple[float, int]:
     """Memory of `models` loaded personal models (180 generated days each, of a woman unlike
     the phase prior, so one ships) in a ModelCache."""
-    samples = demo_samples(
-        180, utc_today(), 1, DEMO_CONTRARY_ENERGY_BY_PHASE
-    )
+    samples = demo_samples(180, utc_today(), 1, DEMO_CONTRARY_ENERGY_BY_PHASE)
     result = train_on_samples(samples, with_profile=False, population=None)
     signer = itsdangerous.Signer("k", salt=MODEL_SIGNATURE_SALT)
     blob = serialize_model(result.pooled, signer)
@@ -649,8 +715,9 @@ def data_layer(arguments) -> None:
             migrate(url)
             with server("bench:ceiling_app", environment, options=PLAIN_UVICORN) as ceiling:
                 ceiling_rps = wrk(f"{ceiling}/ceiling", seconds, connections)["rps"]
-            side = side_by_side(Path(workdir), url, environment, seconds, connections)
-            posted, bare_rps = writes(url, environment, seconds, connections)
+            side, tracebacks = side_by_side(Path(workdir), url, environment, seconds, connections)
+            trips = asyncio.run(trips_per_request(url))
+            bare_rps = bare_insert_loop(url, seconds, first_user=PEER_USERS)
             servers = {}
             standard = importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools")
             for name, options in (
@@ -667,39 +734,51 @@ def data_layer(arguments) -> None:
                     auth = signed_in(base, "u1@example.org")
                     servers[name] = [
                         wrk(f"{base}{path}", seconds, connections, auth)
-                        for path in ("/auth/me", "/moods/?limit=30")
+                        for path in ("/auth/me", "/moods/?limit=30", "/predictions/current")
                     ]
         with fresh_database(Path(workdir), "loop-lag") as url:
             migrate(url)
             lag = loop_lag_during_population_training(url, 2_000, 100)
     backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    trip_kind = "transactions" if backend == "PostgreSQL" else "writer hops"
     print(
         f"\nThe data layer: {backend}, 1 uvicorn worker, wrk -t2 -c{connections} -d{seconds}s, "
-        f"{os.cpu_count()} cores; bare Starlette ceiling {ceiling_rps:,.0f} req/s\n"
+        f"3 interleaved rounds, medians, {os.cpu_count()} cores; "
+        f"bare Starlette ceiling {ceiling_rps:,.0f} req/s\n"
     )
     print(
-        "| endpoint | PlanHer req/s | peer req/s | PlanHer ÷ peer | PlanHer ÷ ceiling "
-        "| PlanHer p99 ms | peer p99 ms | errors (PlanHer, peer) |"
+        f"| endpoint | PlanHer req/s | peer req/s | PlanHer ÷ peer | PlanHer ÷ ceiling "
+        f"| PlanHer p99 ms | peer p99 ms | errors (PlanHer, peer) | {trip_kind} per request |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for path in ("/auth/me", "/moods/?limit=30"):
-        ours, peer = side["planher", path], side["peer", path]
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for endpoint in ("GET /auth/me", "GET /moods/?limit=30", "POST /moods/"):
+        ours, peer = side["planher", endpoint], side["peer", endpoint]
         print(
-            f"| GET {path} | {ours['rps']:,.0f} | {peer['rps']:,.0f} | "
-            f"{ours['rps'] / peer['rps']:.1f}× | {ours['rps'] / ceiling_rps:.3f} | "
-            f"{ours['p99_ms']:.1f} | {peer['p99_ms']:.1f} | {ours['errors']}, {peer['errors']} |"
+            f"| {endpoint} | {ours['rps']:,.0f} | {peer['rps']:,.0f} | "
+            f"{ours['rps'] / peer['rps']:.2f}× | {ours['rps'] / ceiling_rps:.3f} | "
+            f"{ours['p99_ms']:.1f} | {peer['p99_ms']:.1f} | {ours['errors']}, {peer['errors']} | "
+            f"{trips[endpoint]:.2f} |"
         )
+    home = side["planher", "GET /predictions/current"]
     print(
-        f"\n- POST /moods/ at {connections} connections, each request a distinct user and date: "
-        f"{posted['rps']:,.0f} req/s, p99 {posted['p99_ms']:.1f} ms, non-2xx {posted['errors']}, "
-        f"socket errors: {posted['socket_errors'] or 'none'}; a bare loop of the same INSERTs "
-        f"(one transaction each, same PRAGMAs): {bare_rps:,.0f}/s; "
-        f"ratio {posted['rps'] / bare_rps:.2f}"
+        f"| GET /predictions/current (warm) | {home['rps']:,.0f} | — | — | "
+        f"{home['rps'] / ceiling_rps:.3f} | {home['p99_ms']:.1f} | — | {home['errors']}, — | "
+        f"{trips['GET /predictions/current']:.2f} |"
     )
-    for name, (me, moods) in servers.items():
+    print(
+        f"\n- tracebacks in the servers' logs during the rounds: PlanHer {tracebacks['planher']}, "
+        f"peer {tracebacks['peer']}"
+    )
+    posted = side["planher", "POST /moods/"]["rps"]
+    print(
+        f"- a bare loop of the same INSERTs (one transaction each, same durability): "
+        f"{bare_rps:,.0f}/s; POST /moods/ ÷ that loop: {posted / bare_rps:.2f}"
+    )
+    for name, (me, moods, home) in servers.items():
         print(
             f"- {name}: GET /auth/me {me['rps']:,.0f} req/s (p99 {me['p99_ms']:.1f} ms), "
-            f"GET /moods/?limit=30 {moods['rps']:,.0f} req/s (p99 {moods['p99_ms']:.1f} ms)"
+            f"GET /moods/?limit=30 {moods['rps']:,.0f} req/s (p99 {moods['p99_ms']:.1f} ms), "
+            f"GET /predictions/current {home['rps']:,.0f} req/s (p99 {home['p99_ms']:.1f} ms)"
         )
     print(
         f"- event loop while the population model trains on {2_000 * 100:,} moods "
@@ -719,9 +798,7 @@ def endpoints(arguments) -> None:
     ):
         environment = bench_environment(url)
         migrate(url)
-        password_hash = bcrypt.hashpw(
-            PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)
-        ).decode()
+        password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
         seed(url, 1, SMALL_USERS, arguments.moods_per_user, password_hash)
         credentials = {"email": "bench1@example.org", "password": PASSWORD}
 

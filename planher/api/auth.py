@@ -121,17 +121,31 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Any:
 
 async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
     """Record a new login for the user and return its token pair."""
-    database, tokens = app.state.database, app.state.tokens
-    now = utc_now()
+    tokens = app.state.tokens
     login_key, refresh_jti = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    await app.state.database.write(
+        record_login, user_id, ip, login_key, refresh_jti, tokens.refresh_ttl_s
+    )
+    return tokens.token_pair(user_id, login_key, refresh_jti)
+
+
+def record_login(
+    connection: sa.Connection,
+    user_id: int,
+    ip: str,
+    login_key: str,
+    refresh_jti: str,
+    refresh_ttl_s: float,
+) -> None:
+    now = utc_now()
     # Logins whose refresh token has expired can never be used again: drop hers.
-    await database.execute(
+    connection.execute(
         logins.delete().where(
             logins.c.user_id == user_id,
-            logins.c.refreshed_at < now - dt.timedelta(seconds=tokens.refresh_ttl_s),
+            logins.c.refreshed_at < now - dt.timedelta(seconds=refresh_ttl_s),
         )
     )
-    await database.execute(
+    connection.execute(
         logins.insert().values(
             user_id=user_id,
             login_key=login_key,
@@ -141,7 +155,6 @@ async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
             ip=ip,
         )
     )
-    return tokens.token_pair(user_id, login_key, refresh_jti)
 
 
 @endpoint(

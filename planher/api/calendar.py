@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from planher.api.common import fetch_signs
 from planher.calendar_feed import calendar_feed_ics
 from planher.clock import today_in, utc_now
 from planher.config import CALENDAR_FEED_TOKEN_BYTES
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
+from planher.cycles.ovulation import FertilitySign
 from planher.errors import APIError
 from planher.schemas.responses import CalendarFeedOut
 from planher.security.audit import audit
-from planher.storage.queries import fetch_profile, user_write_transaction
+from planher.storage.queries import fetch_profile, periods_and_signs_of
 from planher.storage.tables import calendar_feeds, period_records, users
 from planher.web.endpoint import endpoint
 
@@ -33,15 +33,16 @@ def calendar_feed_hash(feed_token: str) -> str:
 async def create_calendar_feed(request: Request) -> Any:
     database, user_id = request.app.state.database, request.user.id
     feed_token = secrets.token_urlsafe(CALENDAR_FEED_TOKEN_BYTES)
-    async with user_write_transaction(database, user_id):
-        await database.execute(calendar_feeds.delete().where(calendar_feeds.c.user_id == user_id))
-        await database.execute(
-            calendar_feeds.insert().values(
-                user_id=user_id, token_hash=calendar_feed_hash(feed_token), created_at=utc_now()
-            )
-        )
+    await database.write(replace_feed, user_id, calendar_feed_hash(feed_token))
     await audit(request, "calendar_feed_created", ok=True)
     return {"url": f"{request.base_url}calendar/{feed_token}.ics"}
+
+
+def replace_feed(connection: sa.Connection, user_id: int, token_hash: str) -> None:
+    connection.execute(calendar_feeds.delete().where(calendar_feeds.c.user_id == user_id))
+    connection.execute(
+        calendar_feeds.insert().values(user_id=user_id, token_hash=token_hash, created_at=utc_now())
+    )
 
 
 @endpoint("Revoke her calendar feed URL", ok=(204, None))
@@ -80,10 +81,11 @@ async def calendar_feed(request: Request) -> Response:
         .where(period_records.c.user_id == owner["id"])
         .order_by(period_records.c.start_date)
     )
+    _, signs = await database.read(periods_and_signs_of, owner["id"])
     calendar = CycleCalendar.build(
         [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
         await fetch_profile(database, owner["id"]),
-        await fetch_signs(database, owner["id"]),
+        [FertilitySign(**sign) for sign in signs],
         request.app.state.cycle_prior,
     )
     # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.

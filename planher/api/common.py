@@ -3,42 +3,58 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from planher.clock import today_in
+from planher.clock import today_in, utc_now
 from planher.config import MAX_DATABASE_ID
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
+from planher.cycles.lengths import CyclePrior
 from planher.cycles.ovulation import FertilitySign
 from planher.energy.features import mood_cycle_day
 from planher.errors import APIError
-from planher.storage.database import Database
-from planher.storage.queries import SIGNS_OF, fetch_periods, fetch_profile
+from planher.schemas.requests import ListQuery
+from planher.storage.database import first_row
+from planher.storage.queries import (
+    Listing,
+    insert_new,
+    logged_on,
+    owned_row,
+    page_of,
+    periods_and_signs_of,
+    profile_of,
+)
 from planher.web.endpoint import Reply, rule_errors
 from planher.web.request_errors import RequestValidationError
 
 
-async def fetch_signs(database: Database, user_id: int) -> list[FertilitySign]:
-    """Her observations as the cycle calculator reads them, oldest first."""
-    return [
-        FertilitySign(**row) for row in await database.fetch_all(SIGNS_OF, {"user_id": user_id})
-    ]
+def calendar_of(connection: sa.Connection, user_id: int, prior: CyclePrior) -> CycleCalendar:
+    """Her cycles: her periods, profile and observations, and everyone's cycles (`prior`)
+    for what hers do not say yet."""
+    periods, signs = periods_and_signs_of(connection, user_id)
+    return CycleCalendar.build(
+        [PeriodSpan(start, end) for start, end in periods],
+        profile_of(connection, user_id),
+        [FertilitySign(**sign) for sign in signs],
+        prior,
+    )
+
+
+def page_and_calendar(
+    connection: sa.Connection, listing: Listing, page: ListQuery, user_id: int, prior: CyclePrior
+) -> tuple[list[dict[str, Any]], int, CycleCalendar]:
+    """A page of her rows, their total, and her cycles to place them in: one read."""
+    return *page_of(connection, listing, page, user_id), calendar_of(connection, user_id, prior)
 
 
 async def her_calendar(request: Request) -> CycleCalendar:
-    """The signed-in woman's cycles: her periods, profile and observations, and everyone's
-    cycles for what hers do not say yet."""
-    database, user_id = request.app.state.database, request.user.id
-    rows = await fetch_periods(database, user_id)
-    return CycleCalendar.build(
-        [PeriodSpan(row["start_date"], row["end_date"]) for row in rows],
-        await fetch_profile(database, user_id),
-        await fetch_signs(database, user_id),
-        request.app.state.cycle_prior,
+    """The signed-in woman's cycles."""
+    return await request.app.state.database.read(
+        calendar_of, request.user.id, request.app.state.cycle_prior
     )
 
 
@@ -91,3 +107,48 @@ def mood_out(row: Mapping[str, Any], calendar: CycleCalendar) -> dict[str, Any]:
 def check_not_in_the_future(date: dt.date, today: dt.date) -> None:
     if date > today:
         raise rule_errors([("date", f"date may not be in the future (after {today})")])
+
+
+async def insert_her_day(
+    request: Request,
+    table: sa.Table,
+    fields: dict[str, Any],
+    conflict: Callable[[dt.date], APIError],
+) -> dict[str, Any]:
+    """Her new row of a one-a-day table (moods, observations), or `conflict` (409) if she
+    has one on that date: the check and the write in one statement, one round trip."""
+    database, now = request.app.state.database, utc_now()
+    new = {"user_id": request.user.id, **fields, "created_at": now, "updated_at": now}
+    row = await database.fetch_one(insert_new(database.dialect, table, new))
+    if row is None:
+        raise conflict(fields["date"])
+    return row
+
+
+def change_her_day(
+    connection: sa.Connection,
+    table: sa.Table,
+    what: str,
+    row_id: int,
+    user_id: int,
+    changes: dict[str, Any],
+    today: dt.date,
+    conflict: Callable[[dt.date], APIError],
+    check: Callable[[dict[str, Any]], None] = lambda changed: None,
+) -> dict[str, Any]:
+    """A unit of work: change her row of a one-a-day table (moods, observations). 404 if it
+    is not hers; `check` sees the row as changed; a new date must not be in the future (422)
+    nor one she already logged (`conflict`)."""
+    current = owned_row(connection, table, row_id, user_id, what)
+    check({**current, **changes})
+    if "date" in changes and changes["date"] != current["date"]:
+        check_not_in_the_future(changes["date"], today)
+        if logged_on(connection, table, user_id, changes["date"]):
+            raise conflict(changes["date"])
+    changed = connection.execute(
+        table.update()
+        .where(table.c.id == row_id)
+        .values(**changes, updated_at=utc_now())
+        .returning(*table.c)
+    )
+    return first_row(changed)

@@ -15,16 +15,17 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from planher.api.common import her_calendar, her_today
+from planher.api.common import calendar_of, her_today
 from planher.clock import utc_now
 from planher.config import IMPORT_SPOOL_BYTES
+from planher.cycles.lengths import CyclePrior
 from planher.errors import APIError
 from planher.importers.detection import read_import
 from planher.importers.history import FileTooLarge, ImportedHistory, MalformedFile, UnknownFormat
 from planher.importers.plan import ImportPlan, import_report, plan_import
 from planher.schemas.responses import ImportFormat, ImportQuery, ImportReportOut
 from planher.security.audit import audit
-from planher.storage.queries import user_write_transaction
+from planher.storage.queries import lock_her_writes
 from planher.storage.tables import daily_moods, observations, period_records, user_profiles
 from planher.web.endpoint import endpoint
 
@@ -84,25 +85,69 @@ async def read_her_file(request: Request, format_name: str | None) -> ImportedHi
             ) from None
 
 
-async def import_plan(
-    request: Request, history: ImportedHistory, today: dt.date, keep_from: dt.date | None
+def import_plan(
+    connection: sa.Connection,
+    user_id: int,
+    history: ImportedHistory,
+    today: dt.date,
+    keep_from: dt.date | None,
+    prior: CyclePrior,
 ) -> ImportPlan:
-    database, user_id = request.app.state.database, request.user.id
-    calendar = await her_calendar(request)  # her periods and profile, read once
+    """What of `history` she does not have yet, as her stored days stand now."""
+    calendar = calendar_of(connection, user_id, prior)
 
-    async def dates_of(table: sa.Table) -> set[dt.date]:
-        rows = await database.fetch_large(sa.select(table.c.date).where(table.c.user_id == user_id))
-        return {row["date"] for row in rows}
+    def dates_of(table: sa.Table) -> set[dt.date]:
+        return set(
+            connection.execute(sa.select(table.c.date).where(table.c.user_id == user_id)).scalars()
+        )
 
     return plan_import(
         history,
         calendar,
-        await dates_of(daily_moods),
-        await dates_of(observations),
+        dates_of(daily_moods),
+        dates_of(observations),
         calendar.profile is not None,
         today,
         keep_from,
     )
+
+
+def import_history(connection: sa.Connection, user_id: int, *planning: Any) -> ImportPlan:
+    """Plan the import and store it, all or nothing."""
+    lock_her_writes(connection, user_id)
+    plan = import_plan(connection, user_id, *planning)
+    now = utc_now()
+    stamps = {"user_id": user_id, "created_at": now, "updated_at": now}
+    if plan.profile is not None:
+        connection.execute(user_profiles.insert().values(**stamps, **plan.profile))
+    if plan.periods:
+        connection.execute(
+            period_records.insert(),
+            [
+                {**stamps, "start_date": p.start, "end_date": p.end, "notes": p.notes}
+                for p in plan.periods
+            ],
+        )
+    if plan.moods:
+        connection.execute(
+            daily_moods.insert(),
+            [
+                {
+                    **stamps,
+                    "date": mood.date,
+                    "energy_level": mood.energy_level,
+                    "notes": mood.notes,
+                    "day_of_cycle": mood.day_of_cycle,
+                }
+                for mood in plan.moods
+            ],
+        )
+    if plan.observations:
+        connection.execute(
+            observations.insert(),
+            [{**stamps, **dataclasses.asdict(sign)} for sign in plan.observations],
+        )
+    return plan
 
 
 @endpoint(
@@ -118,44 +163,14 @@ async def import_plan(
 async def import_me(request: Request, query: ImportQuery) -> Any:
     """What she already has wins; all or nothing; her model retrains once, afterwards."""
     history = await read_her_file(request, query.format)
-    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    database, user_id = request.app.state.database, request.user.id
     today, retention_days = her_today(request), request.user.account["retention_days"]
     keep_from = None if retention_days is None else today - dt.timedelta(days=retention_days)
+    planning = (user_id, history, today, keep_from, request.app.state.cycle_prior)
     if query.dry_run:
-        plan = await import_plan(request, history, today, keep_from)
+        plan = await database.read(import_plan, *planning)
         return import_report(history, plan, dry_run=True)
-    stamps = {"user_id": user_id, "created_at": now, "updated_at": now}
-    async with user_write_transaction(database, user_id):
-        plan = await import_plan(request, history, today, keep_from)
-        if plan.profile is not None:
-            await database.execute(user_profiles.insert().values(**stamps, **plan.profile))
-        if plan.periods:
-            await database.execute(
-                period_records.insert(),
-                [
-                    {**stamps, "start_date": p.start, "end_date": p.end, "notes": p.notes}
-                    for p in plan.periods
-                ],
-            )
-        if plan.moods:
-            await database.execute(
-                daily_moods.insert(),
-                [
-                    {
-                        **stamps,
-                        "date": mood.date,
-                        "energy_level": mood.energy_level,
-                        "notes": mood.notes,
-                        "day_of_cycle": mood.day_of_cycle,
-                    }
-                    for mood in plan.moods
-                ],
-            )
-        if plan.observations:
-            await database.execute(
-                observations.insert(),
-                [{**stamps, **dataclasses.asdict(sign)} for sign in plan.observations],
-            )
+    plan = await database.write(import_history, *planning)
     await audit(request, "import", ok=True, target=history.format)
     if plan.periods or plan.moods:
         request.app.state.trainer.schedule(user_id, force=True)

@@ -10,13 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from planher.api.common import (
+    change_her_day,
     check_not_in_the_future,
     delete_owned,
     her_today,
+    insert_her_day,
     list_response,
     path_id,
 )
-from planher.clock import utc_now
 from planher.errors import APIError
 from planher.schemas.requests import (
     OBSERVATION_SIGNS,
@@ -26,13 +27,7 @@ from planher.schemas.requests import (
 )
 from planher.schemas.responses import ObservationOut
 from planher.storage.database import UNIQUE_VIOLATIONS
-from planher.storage.queries import (
-    Listing,
-    fetch_owned,
-    list_page,
-    logged_on,
-    user_write_transaction,
-)
+from planher.storage.queries import Listing, list_page
 from planher.storage.tables import observations
 from planher.web.endpoint import endpoint
 from planher.web.request_errors import RequestValidationError
@@ -71,18 +66,7 @@ async def create_observation(request: Request, body: ObservationBody) -> Any:
     fields = {**body.model_dump(), "date": body.date or today}
     check_not_in_the_future(fields["date"], today)
     check_signs(fields)
-    database, user_id, now = request.app.state.database, request.user.id, utc_now()
-    try:
-        async with user_write_transaction(database, user_id):
-            if await logged_on(database, observations, user_id, fields["date"]):
-                raise observation_conflict(fields["date"])
-            return await database.fetch_one(
-                observations.insert()
-                .values(user_id=user_id, **fields, created_at=now, updated_at=now)
-                .returning(*observations.c)
-            )
-    except UNIQUE_VIOLATIONS:
-        raise observation_conflict(fields["date"]) from None
+    return await insert_her_day(request, observations, fields, observation_conflict)
 
 
 @endpoint(
@@ -92,22 +76,22 @@ async def create_observation(request: Request, body: ObservationBody) -> Any:
     errors={404: "Observation not found", 409: "An observation is already logged for that date"},
 )
 async def update_observation(request: Request, body: ObservationUpdateBody) -> Any:
-    observation_id = path_id(request)
     changes = body.model_dump(include=body.model_fields_set)
-    database, user_id = request.app.state.database, request.user.id
-    async with user_write_transaction(database, user_id):
-        current = await fetch_owned(database, observations, observation_id, user_id, "Observation")
-        check_signs({**current, **changes})
-        if "date" in changes and changes["date"] != current["date"]:
-            check_not_in_the_future(changes["date"], her_today(request))
-            if await logged_on(database, observations, user_id, changes["date"]):
-                raise observation_conflict(changes["date"])
-        return await database.fetch_one(
-            observations.update()
-            .where(observations.c.id == observation_id)
-            .values(**changes, updated_at=utc_now())
-            .returning(*observations.c)
+    database = request.app.state.database
+    try:
+        return await database.write(
+            change_her_day,
+            observations,
+            "Observation",
+            path_id(request),
+            request.user.id,
+            changes,
+            her_today(request),
+            observation_conflict,
+            check_signs,
         )
+    except UNIQUE_VIOLATIONS:  # another request moved an observation onto that date at once
+        raise observation_conflict(changes["date"]) from None
 
 
 @endpoint("Delete an observation", ok=(204, None), errors={404: "Observation not found"})

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
 from planher.api.common import (
+    calendar_of,
     delete_owned,
-    her_calendar,
     her_today,
     list_response,
+    page_and_calendar,
     path_id,
     period_out,
 )
 from planher.clock import utc_now
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
+from planher.cycles.lengths import CyclePrior
 from planher.cycles.rules import period_problems
 from planher.errors import APIError
 from planher.schemas.requests import ListQuery, PeriodBody, PeriodUpdateBody
 from planher.schemas.responses import PeriodOut
-from planher.storage.database import UNIQUE_VIOLATIONS
-from planher.storage.queries import Listing, fetch_owned, list_page, user_write_transaction
+from planher.storage.database import UNIQUE_VIOLATIONS, first_row
+from planher.storage.queries import Listing, lock_her_writes, owned_row
 from planher.storage.tables import period_records
 from planher.web.endpoint import endpoint, rule_errors
 
@@ -40,8 +44,9 @@ def overlap_conflict(period: PeriodSpan) -> APIError:
 
 @endpoint("Her periods, newest first", ok=(200, list[PeriodOut]), query=ListQuery)
 async def list_periods(request: Request, query: ListQuery) -> Any:
-    rows, total = await list_page(request.app.state.database, PERIODS, query, request.user.id)
-    calendar = await her_calendar(request)
+    rows, total, calendar = await request.app.state.database.read(
+        page_and_calendar, PERIODS, query, request.user.id, request.app.state.cycle_prior
+    )
     return list_response([period_out(row, calendar) for row in rows], total)
 
 
@@ -54,22 +59,61 @@ async def list_periods(request: Request, query: ListQuery) -> Any:
 async def create_period(request: Request, body: PeriodBody) -> Any:
     if problems := period_problems(body.start_date, body.end_date, her_today(request)):
         raise rule_errors(problems)
-    database, user_id, now = request.app.state.database, request.user.id, utc_now()
+    database = request.app.state.database
     try:
-        async with user_write_transaction(database, user_id):
-            calendar = await her_calendar(request)
-            if clash := calendar.overlapping(PeriodSpan(body.start_date, body.end_date)):
-                raise overlap_conflict(clash)
-            row = await database.fetch_one(
-                period_records.insert()
-                .values(user_id=user_id, **body.model_dump(), created_at=now, updated_at=now)
-                .returning(*period_records.c)
-            )
+        return await database.write(
+            log_period, request.user.id, body.model_dump(), request.app.state.cycle_prior
+        )
     except UNIQUE_VIOLATIONS:  # the same start logged twice at once
         raise APIError(
             409, "period_overlap", "A period starting on that day is already logged"
         ) from None
-    return period_out(row, calendar)
+
+
+def log_period(
+    connection: sa.Connection, user_id: int, fields: dict, prior: CyclePrior
+) -> dict[str, Any]:
+    lock_her_writes(connection, user_id)
+    calendar = calendar_of(connection, user_id, prior)
+    if clash := calendar.overlapping(PeriodSpan(fields["start_date"], fields["end_date"])):
+        raise overlap_conflict(clash)
+    now = utc_now()
+    row = connection.execute(
+        period_records.insert()
+        .values(user_id=user_id, **fields, created_at=now, updated_at=now)
+        .returning(*period_records.c)
+    )
+    return period_out(first_row(row), calendar)
+
+
+def change_period(
+    connection: sa.Connection,
+    period_id: int,
+    user_id: int,
+    changes: dict,
+    today: dt.date,
+    prior: CyclePrior,
+) -> dict[str, Any]:
+    lock_her_writes(connection, user_id)
+    current = owned_row(connection, period_records, period_id, user_id, "Period")
+    updated = PeriodSpan(
+        changes.get("start_date", current["start_date"]),
+        changes.get("end_date", current["end_date"]),
+    )
+    if problems := period_problems(updated.start, updated.end, today):
+        raise rule_errors(problems)
+    calendar = calendar_of(connection, user_id, prior)
+    if clash := calendar.overlapping(updated, ignore_start=current["start_date"]):
+        raise overlap_conflict(clash)
+    row = connection.execute(
+        period_records.update()
+        .where(period_records.c.id == period_id)
+        .values(**changes, updated_at=utc_now())
+        .returning(*period_records.c)
+    )
+    moved = [period for period in calendar.periods if period.start != current["start_date"]]
+    calendar = CycleCalendar.build([*moved, updated], calendar.profile, prior=calendar.prior)
+    return period_out(first_row(row), calendar)
 
 
 @endpoint(
@@ -79,29 +123,15 @@ async def create_period(request: Request, body: PeriodBody) -> Any:
     errors={404: "Period not found", 409: "Overlaps a logged period"},
 )
 async def update_period(request: Request, body: PeriodUpdateBody) -> Any:
-    period_id = path_id(request)
     changes = body.model_dump(include=body.model_fields_set)
-    database, user_id = request.app.state.database, request.user.id
-    async with user_write_transaction(database, user_id):
-        current = await fetch_owned(database, period_records, period_id, user_id, "Period")
-        updated = PeriodSpan(
-            changes.get("start_date", current["start_date"]),
-            changes.get("end_date", current["end_date"]),
-        )
-        if problems := period_problems(updated.start, updated.end, her_today(request)):
-            raise rule_errors(problems)
-        calendar = await her_calendar(request)
-        if clash := calendar.overlapping(updated, ignore_start=current["start_date"]):
-            raise overlap_conflict(clash)
-        row = await database.fetch_one(
-            period_records.update()
-            .where(period_records.c.id == period_id)
-            .values(**changes, updated_at=utc_now())
-            .returning(*period_records.c)
-        )
-    moved = [period for period in calendar.periods if period.start != current["start_date"]]
-    calendar = CycleCalendar.build([*moved, updated], calendar.profile, prior=calendar.prior)
-    return period_out(row, calendar)
+    return await request.app.state.database.write(
+        change_period,
+        path_id(request),
+        request.user.id,
+        changes,
+        her_today(request),
+        request.app.state.cycle_prior,
+    )
 
 
 @endpoint("Delete a period", ok=(204, None), errors={404: "Period not found"})

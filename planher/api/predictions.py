@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.requests import Request
 
-from planher.api.common import her_calendar, her_today, list_response
+from planher.api.common import calendar_of, her_calendar, her_today, list_response
 from planher.clock import utc_now
 from planher.cycles.calendar import CycleCalendar, CycleDay
+from planher.cycles.lengths import CyclePrior
 from planher.energy.models import (
     MIN_DISTINCT_LEVELS,
     PERSONAL_MIN_DAYS,
@@ -29,7 +31,14 @@ from planher.schemas.responses import (
     RetrainStateOut,
 )
 from planher.security.audit import audit
-from planher.storage.queries import HISTORY_COLUMNS, HISTORY_SOURCE, Listing, list_page
+from planher.storage.database import first_row
+from planher.storage.queries import (
+    HISTORY_COLUMNS,
+    HISTORY_SOURCE,
+    Listing,
+    list_page,
+    lock_her_writes,
+)
 from planher.storage.tables import predictions
 from planher.web.endpoint import Reply, endpoint
 
@@ -58,12 +67,41 @@ def prediction_json(
     }
 
 
-async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyModel]:
-    user_id = request.user.id
-    calendar = await her_calendar(request)
+def check_something_to_predict_from(calendar: CycleCalendar) -> None:
     if not calendar.periods and calendar.profile is None:
         raise APIError(409, "nothing_to_predict_from", NOTHING_TO_PREDICT_FROM)
-    return calendar, await active_model(request.app, user_id)
+
+
+# What makes a served prediction new: confidence alone does not (API.md, Predictions).
+SERVED_FIELDS = ("phase", "predicted_level", "model_version", "source")
+LAST_SERVED = (
+    sa.select(*(predictions.c[name] for name in SERVED_FIELDS))
+    .where(
+        predictions.c.user_id == sa.bindparam("user_id"),
+        predictions.c.date == sa.bindparam("date"),
+    )
+    .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+    .limit(1)
+)
+
+
+def last_served(connection: sa.Connection, user_id: int, date: dt.date) -> dict | None:
+    """What she was last told about `date`, in the fields that make a prediction new."""
+    return first_row(connection.execute(LAST_SERVED, {"user_id": user_id, "date": date}))
+
+
+def calendar_and_last_served(
+    connection: sa.Connection, user_id: int, prior: CyclePrior, date: dt.date
+) -> tuple[CycleCalendar, dict | None]:
+    return calendar_of(connection, user_id, prior), last_served(connection, user_id, date)
+
+
+def record_served(connection: sa.Connection, served: dict[str, Any]) -> None:
+    """Record a served prediction unless it is what she was last told about its date."""
+    lock_her_writes(connection, served["user_id"])
+    last = last_served(connection, served["user_id"], served["date"])
+    if last != {name: served[name] for name in SERVED_FIELDS}:
+        connection.execute(predictions.insert().values(**served, created_at=utc_now()))
 
 
 @endpoint(
@@ -73,26 +111,28 @@ async def prediction_inputs(request: Request) -> tuple[CycleCalendar, EnergyMode
     errors={409: "Neither a period nor a profile to predict from"},
 )
 async def current_prediction(request: Request, query: PredictionQuery) -> Any:
-    today = her_today(request)
+    today, user_id, database = her_today(request), request.user.id, request.app.state.database
     date = query.date or today
-    calendar, model = await prediction_inputs(request)
+    calendar, last = await database.read(
+        calendar_and_last_served, user_id, request.app.state.cycle_prior, date
+    )
+    check_something_to_predict_from(calendar)
+    model = await active_model(request.app, user_id)
     cycle = calendar.cycle_day(date, today)
     [energy] = predict_energy(model, [cycle], calendar.profile)
     prediction = prediction_json(date, cycle, calendar.outlook(date, today), energy)
-    served = prediction["energy"]
-    await request.app.state.database.execute(
-        predictions.insert().values(
-            user_id=request.user.id,
-            date=date,
-            day_of_cycle=prediction["day_of_cycle"],
-            phase=prediction["phase"],
-            predicted_level=served["level"],
-            confidence=served["confidence"],
-            model_version=energy[1].version,
-            source=energy[1].source,
-            created_at=utc_now(),
-        )
-    )
+    served = {
+        "user_id": user_id,
+        "date": date,
+        "day_of_cycle": prediction["day_of_cycle"],
+        "phase": prediction["phase"],
+        "predicted_level": prediction["energy"]["level"],
+        "confidence": prediction["energy"]["confidence"],
+        "model_version": energy[1].version,
+        "source": energy[1].source,
+    }
+    if last != {name: served[name] for name in SERVED_FIELDS}:
+        await database.write(record_served, served)
     return prediction
 
 
@@ -105,7 +145,9 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Any:
 async def forecast(request: Request, query: ForecastQuery) -> Any:
     today = her_today(request)
     first = query.date or today
-    calendar, model = await prediction_inputs(request)
+    calendar = await her_calendar(request)
+    check_something_to_predict_from(calendar)
+    model = await active_model(request.app, request.user.id)
     dates = [first + dt.timedelta(days=offset) for offset in range(query.days)]
     cycles = [calendar.cycle_day(date, today) for date in dates]
     energies = predict_energy(model, cycles, calendar.profile)  # one batch for all days

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.requests import Request
 
 from planher.clock import utc_now
@@ -11,7 +12,8 @@ from planher.cycles.rules import profile_problems
 from planher.errors import APIError
 from planher.schemas.requests import ProfileBody, ProfileUpdateBody
 from planher.schemas.responses import ProfileOut
-from planher.storage.queries import fetch_profile, user_write_transaction
+from planher.storage.database import first_row
+from planher.storage.queries import fetch_profile, insert_new, lock_her_writes, profile_of
 from planher.storage.tables import user_profiles
 from planher.web.endpoint import Reply, endpoint, rule_errors
 
@@ -36,22 +38,40 @@ async def create_profile(request: Request, body: ProfileBody) -> Any:
     fields = body.model_dump()
     if problems := profile_problems(fields):
         raise rule_errors(problems)
-    database, user_id, now = request.app.state.database, request.user.id, utc_now()
-    async with user_write_transaction(database, user_id):
-        if await fetch_profile(database, user_id) is None:
-            row = await database.fetch_one(
-                user_profiles.insert()
-                .values(user_id=user_id, **fields, created_at=now, updated_at=now)
-                .returning(*user_profiles.c)
-            )
-            return row
-        row = await database.fetch_one(
-            user_profiles.update()
-            .where(user_profiles.c.user_id == user_id)
-            .values(**fields, updated_at=now)
-            .returning(*user_profiles.c)
-        )
-    return Reply(row, 200)  # replaced
+    row, created = await request.app.state.database.write(save_profile, request.user.id, fields)
+    return row if created else Reply(row, 200)  # replaced
+
+
+def save_profile(connection: sa.Connection, user_id: int, fields: dict) -> tuple[dict, bool]:
+    """Her profile as given, and whether it is new."""
+    now = utc_now()
+    new = {"user_id": user_id, **fields, "created_at": now, "updated_at": now}
+    row = first_row(connection.execute(insert_new(connection.dialect.name, user_profiles, new)))
+    if row is not None:
+        return row, True
+    replaced = connection.execute(
+        user_profiles.update()
+        .where(user_profiles.c.user_id == user_id)
+        .values(**fields, updated_at=now)
+        .returning(*user_profiles.c)
+    )
+    return first_row(replaced), False
+
+
+def change_profile(connection: sa.Connection, user_id: int, changes: dict) -> dict[str, Any]:
+    lock_her_writes(connection, user_id)
+    current = profile_of(connection, user_id)
+    if current is None:
+        raise APIError(404, "not_found", NO_PROFILE)
+    if problems := profile_problems({**current, **changes}):
+        raise rule_errors(problems)
+    changed = connection.execute(
+        user_profiles.update()
+        .where(user_profiles.c.user_id == user_id)
+        .values(**changes, updated_at=utc_now())
+        .returning(*user_profiles.c)
+    )
+    return first_row(changed)
 
 
 @endpoint(
@@ -62,17 +82,4 @@ async def create_profile(request: Request, body: ProfileBody) -> Any:
 )
 async def update_profile(request: Request, body: ProfileUpdateBody) -> Any:
     changes = body.model_dump(include=body.model_fields_set)
-    database, user_id = request.app.state.database, request.user.id
-    async with user_write_transaction(database, user_id):
-        current = await fetch_profile(database, user_id)
-        if current is None:
-            raise APIError(404, "not_found", NO_PROFILE)
-        if problems := profile_problems({**current, **changes}):
-            raise rule_errors(problems)
-        row = await database.fetch_one(
-            user_profiles.update()
-            .where(user_profiles.c.user_id == user_id)
-            .values(**changes, updated_at=utc_now())
-            .returning(*user_profiles.c)
-        )
-    return row
+    return await request.app.state.database.write(change_profile, request.user.id, changes)

@@ -16,7 +16,7 @@ from planher.cycles.calendar import CycleCalendar, CycleDay, PeriodSpan
 from planher.energy.features import mood_cycle_day
 from planher.energy.models import MODEL_FORMAT, PHASE_PRIOR_MODEL, EnergyModel, deserialize_model
 from planher.storage.database import Database
-from planher.storage.queries import fetch_profile, newest_model_row
+from planher.storage.queries import MODEL_METADATA_COLUMNS, fetch_profile, newest_model_row
 from planher.storage.tables import daily_moods, period_records, user_models, user_profiles
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,15 @@ async def shipped_model(app: Starlette, user_id: int | None) -> EnergyModel | No
     """Her shipped personal model (user_id None: the population model), from the cache or
     loaded, or None. One cheap query checks the shipped version, so a model retrained by
     another worker replaces the cached one at once; only a new version is loaded."""
+    row = await newest_model_row(app.state.database, user_id, shipped_only=True)
+    return None if row is None else await model_of_row(app, user_id, row)
+
+
+async def model_of_row(
+    app: Starlette, user_id: int | None, row: Mapping[str, Any]
+) -> EnergyModel | None:
+    """The model a shipped row describes, from the cache or loaded; None if it cannot be."""
     database, cache = app.state.database, app.state.model_cache
-    row = await newest_model_row(database, user_id, shipped_only=True)
-    if row is None:
-        return None
     subject = model_subject(user_id)
     if not loadable(row):
         app.state.trainer.schedule(user_id)
@@ -86,8 +91,29 @@ async def shipped_model(app: Starlette, user_id: int | None) -> EnergyModel | No
 
 async def active_model(app: Starlette, user_id: int) -> EnergyModel:
     """Her personal model if one is shipped, else the population model, else the phase
-    prior."""
-    return await shipped_model(app, user_id) or await shipped_model(app, None) or PHASE_PRIOR_MODEL
+    prior. One query finds the first shipped one of the two (the home screen asks on every
+    call); a personal model that cannot serve falls back to the population's."""
+    row = await app.state.database.fetch_one(
+        NEWEST_SHIPPED_OF_HERS_OR_EVERYONES, {"user_id": user_id}
+    )
+    if row is None:
+        return PHASE_PRIOR_MODEL
+    owner = row["user_id"]
+    model = await model_of_row(app, owner, row)
+    if model is None and owner is not None:
+        model = await shipped_model(app, None)
+    return model or PHASE_PRIOR_MODEL
+
+
+NEWEST_SHIPPED_OF_HERS_OR_EVERYONES = (
+    sa.select(*MODEL_METADATA_COLUMNS)
+    .where(
+        user_models.c.shipped.is_(True),
+        sa.or_(user_models.c.user_id == sa.bindparam("user_id"), user_models.c.user_id.is_(None)),
+    )
+    .order_by(user_models.c.user_id.is_(None), user_models.c.version.desc())
+    .limit(1)
+)
 
 
 async def training_samples(database: Database, user_id: int | None):

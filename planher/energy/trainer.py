@@ -23,7 +23,7 @@ from planher.energy.models import (
     train_on_samples,
 )
 from planher.energy.store import loadable, model_subject, shipped_model, training_samples
-from planher.storage.database import Database, background_task
+from planher.storage.database import Database, background_task, first_row
 from planher.storage.failures import DatabaseUnavailable
 from planher.storage.queries import (
     MODEL_METADATA_COLUMNS,
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 POPULATION_MIN_DAYS = 30  # labelled days of everyone before a population model is trained
 RETRAIN_AFTER_CHANGED_MOODS = 5
 POPULATION_RETRAIN_AFTER_CHANGED_MOODS = 25
+BACKGROUND_TRAININGS_AT_ONCE = 1  # per process; the others wait their turn
 TRAINING_CLAIM_HEARTBEAT_S = 15  # a trainer renews its claim this often, so a claim…
 TRAINING_CLAIM_STALE_S = 45  # …not renewed for this long belongs to a process that died
 
@@ -106,42 +107,47 @@ async def train_and_store(
         blob = None
         if result.shipped:
             blob = await run_in_threadpool(serialize_model, result.pooled, app.state.model_signer)
-        async with database.transaction():
-            version = 1 + (
-                await database.fetch_val(
-                    sa.select(sa.func.coalesce(sa.func.max(user_models.c.version), 0)).where(
-                        owner_condition(user_id)
-                    )
-                )
-            )
-            row = await database.fetch_one(
-                user_models.insert()
-                .values(
-                    user_id=user_id,
-                    version=version,
-                    model_type=result.model_type,
-                    shipped=result.shipped,
-                    cv_accuracy=result.cv_accuracy,
-                    baseline_accuracy=result.baseline_accuracy,
-                    brier_score=result.brier_score,
-                    n_samples=result.n_samples,
-                    candidates=json.dumps(result.candidates),
-                    sklearn_version=sklearn.__version__,
-                    model_format=MODEL_FORMAT,
-                    model_blob=blob,
-                    trained_at=as_of,
-                )
-                .returning(*MODEL_METADATA_COLUMNS)
-            )
+        row = await database.write(
+            store_model,
+            user_id,
+            {
+                "model_type": result.model_type,
+                "shipped": result.shipped,
+                "cv_accuracy": result.cv_accuracy,
+                "baseline_accuracy": result.baseline_accuracy,
+                "brier_score": result.brier_score,
+                "n_samples": result.n_samples,
+                "candidates": json.dumps(result.candidates),
+                "sklearn_version": sklearn.__version__,
+                "model_format": MODEL_FORMAT,
+                "model_blob": blob,
+                "trained_at": as_of,
+            },
+        )
     logger.info(
         "trained %s model version %s: %s pooled with %s days of prior, shipped=%s",
         model_subject(user_id),
-        version,
+        row["version"],
         result.model_type,
         result.prior_days,
         result.shipped,
     )
     return row
+
+
+def store_model(connection: sa.Connection, user_id: int | None, fields: dict) -> dict[str, Any]:
+    """The model as her (or the population's) next version; its row without the blob."""
+    newest = connection.execute(
+        sa.select(sa.func.coalesce(sa.func.max(user_models.c.version), 0)).where(
+            owner_condition(user_id)
+        )
+    ).scalar()
+    stored = connection.execute(
+        user_models.insert()
+        .values(user_id=user_id, version=newest + 1, **fields)
+        .returning(*MODEL_METADATA_COLUMNS)
+    )
+    return first_row(stored)
 
 
 async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = False) -> None:
@@ -176,6 +182,8 @@ class Trainer:
         self._running: dict[int | None, asyncio.Task] = {}
         self._asked_again: set[int | None] = set()
         self._forced: set[int | None] = set()
+        # Trainings hold the GIL for long stretches: many at once starve the event loop.
+        self._one_at_a_time = asyncio.Semaphore(BACKGROUND_TRAININGS_AT_ONCE)
 
     def schedule(self, user_id: int | None, force: bool = False) -> None:
         """Consider retraining her model (and then the population model) in the background;
@@ -194,7 +202,8 @@ class Trainer:
                 self._asked_again.discard(user_id)
                 force = user_id in self._forced
                 self._forced.discard(user_id)
-                await retrain_if_due(self.app, user_id, force)
+                async with self._one_at_a_time:
+                    await retrain_if_due(self.app, user_id, force)
                 if user_id is not None:
                     self.schedule(None)  # one population task per process, however many users
                 if user_id not in self._asked_again:

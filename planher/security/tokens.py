@@ -15,6 +15,7 @@ from planher.config import ACCESS_TOKEN_SALT, REFRESH_TOKEN_SALT, SECRET_KEY_FIL
 
 logger = logging.getLogger(__name__)
 
+
 class MissingSecretKeys(Exception):
     """PostgreSQL without SECRET_KEYS: the instances sharing the database must share keys."""
 

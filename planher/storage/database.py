@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import fcntl
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -19,10 +18,17 @@ from planher.config import (
     LARGE_READ_CHUNK_ROWS,
     SQLITE_PRAGMAS,
     SQLITE_READER_BUSY_TIMEOUT_MS,
-    WRITER_TURN_POLL_S,
     Settings,
 )
-from planher.storage.failures import DatabaseUnavailable, driver_url, is_unavailable, masked_url
+from planher.storage.failures import (
+    DatabaseUnavailable,
+    driver_url,
+    is_unavailable,
+    masked_url,
+    unavailable_because,
+)
+from planher.storage.held_connections import HeldConnections
+from planher.storage.sqlite_writer import SQLiteWriter, UnitOfWork
 from planher.storage.tables import schema_migrations
 
 # aiosqlite logs each call with its arguments at DEBUG, and those are her data: keep it quiet.
@@ -30,38 +36,6 @@ logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 # How both drivers' "that row already exists" reaches us.
 UNIQUE_VIOLATIONS = sa.exc.IntegrityError
-
-
-class WriterTurn:
-    """One SQLite writer at a time, queued without SQLite's busy handler, which polls with
-    sleeps of up to 100 ms so that under load writers starve. Writers of a process queue on
-    an asyncio lock; processes take turns on an exclusive flock of a file beside the
-    database, checked every WRITER_TURN_POLL_S. Waiting is cancellable, so a writer that
-    waits longer than the database timeout gives up cleanly."""
-
-    def __init__(self, database_path: str) -> None:
-        self._lock = asyncio.Lock()
-        self._file = open(f"{database_path}.writer-lock", "a+b")  # noqa: SIM115 (held open)
-
-    async def __aenter__(self) -> None:
-        await self._lock.acquire()
-        try:
-            while True:
-                try:
-                    fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:  # another process is writing
-                    await asyncio.sleep(WRITER_TURN_POLL_S)
-        except BaseException:
-            self._lock.release()
-            raise
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._lock.release()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def _configure_sqlite(busy_timeout_ms: int, *pragmas: str) -> Callable[[Any, Any], None]:
@@ -92,17 +66,30 @@ def _as_dicts(names: Sequence[str], rows: Iterable[Sequence]) -> list[dict[str, 
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
-def _all_rows(result: sa.CursorResult) -> list[dict[str, Any]]:
+def all_rows(result: sa.CursorResult) -> list[dict[str, Any]]:
     return _as_dicts(list(result.keys()), result.all())
 
 
-def _first_row(result: sa.CursorResult) -> dict[str, Any] | None:
+def first_row(result: sa.CursorResult) -> dict[str, Any] | None:
     row = result.mappings().first()
     return None if row is None else dict(row)
 
 
 def _nothing(result: sa.CursorResult) -> None:
     return None
+
+
+def _leaves_connection_unknown(error: BaseException) -> bool:
+    """Whether a connection's state is unknown after `error`: it is discarded, not reused."""
+    return is_unavailable(error) or isinstance(error, DatabaseUnavailable | asyncio.CancelledError)
+
+
+def _with_arguments(work: Callable[..., Any], arguments: tuple) -> UnitOfWork:
+    return lambda connection: work(connection, *arguments)
+
+
+def _change_nothing(connection: sa.Connection) -> None:
+    connection.execute(schema_migrations.delete().where(sa.false()))
 
 
 def background_task(coroutine: Awaitable[Any]) -> asyncio.Task:
@@ -112,17 +99,22 @@ def background_task(coroutine: Awaitable[Any]) -> asyncio.Task:
 
 
 class Database:
-    """The database as handlers use it: `fetch_all`, `fetch_one`, `fetch_val`, `execute`,
-    and `transaction()`, whose block runs every call of the same task on one connection.
-
-    Underneath are SQLAlchemy's own async engines (aiosqlite, asyncpg). Each call is
-    bounded by the timeout; a failed call gives its connection back, a call that timed out
-    or lost its server discards it, and either way the client gets DatabaseUnavailable
-    (503). On SQLite, writes take turns (WriterTurn, BEGIN IMMEDIATE) and Core SELECTs
-    outside a transaction run inline on the event loop, on a read-only connection of a
-    synchronous engine: in WAL mode a read never waits for a writer, and an indexed read
-    takes less time than the hop to a driver thread and back. Reads of many rows use
+    """The database as handlers use it. A request's work that belongs together is a unit of
+    work: one plain function over a SQLAlchemy `Connection`, written once for both
+    databases, run by `write` (in a transaction) or `read` (without one). Single statements
+    have `fetch_all`, `fetch_one`, `fetch_val` and `execute`; reads of many rows
     `fetch_large`, which streams them in chunks and hands the event loop back in between.
+
+    Every call is bounded by the timeout; a failed call gives its connection back, a call
+    that timed out or lost its server discards it, and either way the client gets
+    DatabaseUnavailable (503).
+
+    On SQLite every write runs on one writer thread (SQLiteWriter: one hop per unit of work,
+    group commit), and reads run inline on the event loop on a read-only connection of a
+    synchronous engine: in WAL mode a read never waits for the writer, and an indexed read
+    takes less time than the hop to a thread and back. On PostgreSQL (asyncpg) a unit of
+    work runs on one pooled connection, reads and single statements in autocommit mode: no
+    BEGIN and ROLLBACK round trips around them.
     """
 
     def __init__(
@@ -131,14 +123,11 @@ class Database:
         self.url, self.display_url = url, masked_url(url)
         self.timeout_s, self.pool_size = timeout_s, pool_size
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        self.engine: AsyncEngine | None = None
+        self.engine: AsyncEngine | None = None  # PostgreSQL's, or SQLite's for large reads
         self._autocommit: AsyncEngine | None = None  # statements on their own, large reads
-        self._engines: list[AsyncEngine] = []  # each with a pool of its own
+        self._held: HeldConnections | None = None  # PostgreSQL's, for reads
         self._reader: sa.Engine | None = None
-        self._writer_turn: WriterTurn | None = None
-        self._transaction_connection: contextvars.ContextVar[AsyncConnection | None] = (
-            contextvars.ContextVar(f"transaction of {self.display_url}", default=None)
-        )
+        self._writer: SQLiteWriter | None = None
         self._discarding: set[asyncio.Task] = set()
 
     # — connecting —
@@ -153,82 +142,132 @@ class Database:
             "pool_timeout": self.timeout_s,
             "hide_parameters": True,  # errors and logs never carry her data
         }
-        if self.dialect == "postgresql":
-            self.engine = create_async_engine(
-                url, connect_args={"timeout": self.timeout_s}, **options
-            )
-            # Single statements need no transaction: one round trip each, not three.
-            self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._engines = [self.engine]
-        else:
-            # SQLite itself gives up on a lock a little before our timeout: a clean error
-            # rather than an abandoned connection.
-            on_connect = _configure_sqlite(int(self.timeout_s * 900))
-            self.engine = create_async_engine(url, **options)
-            sa.event.listen(self.engine.sync_engine, "connect", on_connect)
-            sa.event.listen(self.engine.sync_engine, "begin", _begin_immediately)
-            # Statements on their own and large reads have connections of their own, in
-            # autocommit mode: a write alone is atomic without BEGIN and COMMIT (two driver
-            # round trips fewer), and a read never takes the write lock.
-            self._autocommit = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
-            sa.event.listen(self._autocommit.sync_engine, "connect", on_connect)
-            self._engines = [self.engine, self._autocommit]
-            self._reader = sa.create_engine(
-                url.set(drivername="sqlite"),
-                poolclass=sa.pool.StaticPool,  # one connection, only ever used on the loop
-                connect_args={"check_same_thread": False},
-                hide_parameters=True,
-            )
-            sa.event.listen(
-                self._reader,
-                "connect",
-                _configure_sqlite(SQLITE_READER_BUSY_TIMEOUT_MS, "PRAGMA query_only = ON"),
-            )
         try:
-            async with self._connection(self.engine):  # fails here, not on the first request
-                pass
-            if self.dialect == "sqlite":
-                self._writer_turn = WriterTurn(url.database)
-                self._read_inline(sa.select(1), sa.CursorResult.scalar)
+            if self.dialect == "postgresql":
+                self.engine = create_async_engine(
+                    url, connect_args={"timeout": self.timeout_s}, **options
+                )
+                self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+                self._held = HeldConnections(
+                    max(1, self.pool_size // 2), self._open_autocommit, self._discard
+                )
+                async with self._connection(self.engine):  # fails here, not on a request
+                    pass
+            else:
+                self._connect_sqlite(url, options)
         except BaseException:
             await self.disconnect()
             raise
 
+    def _connect_sqlite(self, url: sa.URL, options: dict[str, Any]) -> None:
+        # SQLite itself gives up on a lock a little before our timeout: a clean error
+        # rather than an abandoned connection.
+        on_connect = _configure_sqlite(int(self.timeout_s * 900))
+        sync_url = url.set(drivername="sqlite")
+        # Large reads stream on aiosqlite's thread, in autocommit mode: they never take
+        # the write lock, and the event loop serves requests between their chunks.
+        self.engine = self._autocommit = create_async_engine(
+            url, isolation_level="AUTOCOMMIT", **options
+        )
+        sa.event.listen(self.engine.sync_engine, "connect", on_connect)
+        writer_engine = sa.create_engine(
+            sync_url,
+            poolclass=sa.pool.StaticPool,  # the writer's one connection
+            connect_args={"check_same_thread": False},  # closed from the loop's thread
+            hide_parameters=True,
+        )
+        sa.event.listen(writer_engine, "connect", on_connect)
+        sa.event.listen(writer_engine, "begin", _begin_immediately)
+        self._reader = sa.create_engine(
+            sync_url,
+            poolclass=sa.pool.StaticPool,  # one connection, only ever used on the loop
+            connect_args={"check_same_thread": False},
+            hide_parameters=True,
+        )
+        sa.event.listen(
+            self._reader,
+            "connect",
+            _configure_sqlite(SQLITE_READER_BUSY_TIMEOUT_MS, "PRAGMA query_only = ON"),
+        )
+        # The database answers (or says why not) before the writer's lock file is made.
+        self._read_inline(lambda connection: connection.execute(sa.select(1)))
+        self._writer = SQLiteWriter(writer_engine, url.database, self.timeout_s)
+
     async def disconnect(self) -> None:
         if self._discarding:
             await asyncio.wait(set(self._discarding), timeout=self.timeout_s)
-        for engine in self._engines:
-            await engine.dispose()
+        if self._held is not None:
+            await self._held.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self._writer is not None:
+            writer = self._writer
+            await asyncio.to_thread(writer.close)
+            writer.engine.dispose()
         if self._reader is not None:
             self._reader.dispose()
-        if self._writer_turn is not None:
-            self._writer_turn.close()
-        self.engine = self._autocommit = None
-        self._engines = []
-        self._reader = self._writer_turn = None
+        self.engine = self._autocommit = self._held = None
+        self._reader = self._writer = None
 
     async def check_writable(self) -> None:
         """DatabaseUnavailable unless a write could begin now. The probe is a write that
         changes nothing: a read-only database refuses it, and on SQLite it waits for the
         write lock, which another program may hold longer than the timeout."""
-        async with self.transaction():
-            await self.execute(schema_migrations.delete().where(sa.false()))
+        await self.write(_change_nothing)
 
     @property
     def connections_in_use(self) -> int:
-        """Pooled connections checked out now: 0 whenever no call is running."""
-        return sum(engine.pool.checkedout() for engine in self._engines)
+        """Pooled connections in use now (held ones waiting for a read are not): 0 whenever
+        no call is running."""
+        if self.engine is None:
+            return 0
+        held_idle = 0 if self._held is None else self._held.open_and_idle
+        return self.engine.pool.checkedout() - held_idle
+
+    @property
+    def writer_hops(self) -> int:
+        """Units of work handed to SQLite's writer thread so far (0 on PostgreSQL)."""
+        return 0 if self._writer is None else self._writer.hops
+
+    @property
+    def writer_commits(self) -> int:
+        """Groups of units of work SQLite's writer has committed so far (0 on PostgreSQL)."""
+        return 0 if self._writer is None else self._writer.commits
 
     # — the calls handlers make —
+
+    async def write(self, work: UnitOfWork, *arguments: Any) -> Any:
+        """`work(connection, *arguments)` in one transaction, committed when it returns or,
+        if it raises, not at all; its result once the commit is durable."""
+        if arguments:
+            work = _with_arguments(work, arguments)
+        if self._writer is not None:
+            return await self._writer.run(work)
+
+        async def in_a_transaction(connection: AsyncConnection) -> Any:
+            async with connection.begin():
+                return await connection.run_sync(work)
+
+        async with self._connection(self.engine) as connection:
+            return await self._call(in_a_transaction(connection))
+
+    async def read(self, work: UnitOfWork, *arguments: Any) -> Any:
+        """`work(connection, *arguments)` for reads that need no transaction: on SQLite
+        inline, on PostgreSQL on one connection in autocommit mode."""
+        if arguments:
+            work = _with_arguments(work, arguments)
+        if self._reader is not None:
+            return self._read_inline(work)
+        return await self._on_held(lambda connection: connection.run_sync(work))
 
     # `values` fill a statement's bind parameters: a hot statement is built once, with
     # sa.bindparam, rather than composed anew on every call.
 
     async def fetch_all(self, query: Query, values: Mapping | None = None) -> list[dict[str, Any]]:
-        return await self._run(query, _all_rows, values)
+        return await self._run(query, all_rows, values)
 
     async def fetch_one(self, query: Query, values: Mapping | None = None) -> dict[str, Any] | None:
-        return await self._run(query, _first_row, values)
+        return await self._run(query, first_row, values)
 
     async def fetch_val(self, query: Query, values: Mapping | None = None) -> Any:
         return await self._run(query, sa.CursorResult.scalar, values)
@@ -244,7 +283,10 @@ class Database:
         chunks of LARGE_READ_CHUNK_ROWS, each its own awaited call: the event loop serves
         other requests in between, and each chunk is bounded by the timeout."""
         rows: list[dict[str, Any]] = []
-        async with self._connection_for_reads() as connection:
+        # On PostgreSQL a server-side cursor lives in a transaction.
+        async with self._connection(self.engine) as connection:
+            if self.dialect == "postgresql":
+                await self._call(connection.begin())
             result = await self._call(
                 connection.stream(query.execution_options(yield_per=LARGE_READ_CHUNK_ROWS))
             )
@@ -253,74 +295,47 @@ class Database:
                 rows += _as_dicts(names, chunk)
         return rows
 
-    @contextlib.asynccontextmanager
-    async def transaction(self):
-        """The block's calls (in this task) on one connection, committed together at its
-        end or, if it raises, not at all. A transaction inside another joins it."""
-        if self._transaction_connection.get() is not None:
-            yield
-            return
-        async with self._connection_in_turn(self.engine) as connection:
-            token = self._transaction_connection.set(connection)
-            try:
-                await self._call(connection.begin())
-                yield
-            finally:
-                self._transaction_connection.reset(token)
-            try:
-                await self._call(connection.commit())
-            except Exception as error:
-                # A COMMIT that failed (a deferred constraint) may leave SQLite's transaction
-                # open, holding the write lock: this connection is never reused.
-                if not isinstance(error, DatabaseUnavailable):
-                    await self._call(connection.invalidate())
-                raise
-
     # — how each call runs —
 
     async def _run(self, query: Query, take: Callable, values: Any = None) -> Any:
         statement = sa.text(query) if isinstance(query, str) else query
         if self.engine is None:
             raise self._unavailable(ConnectionError("the database is not connected"))
-        connection = self._transaction_connection.get()
-        if connection is not None:
-            return take(await self._call(connection.execute(statement, values)))
-        if self.dialect == "sqlite" and isinstance(statement, sa.Select):
-            return self._read_inline(statement, take, values)
-        async with self._connection_in_turn(self._autocommit) as connection:
-            return take(await self._call(connection.execute(statement, values)))
+        if self._writer is None:  # PostgreSQL: one statement, one round trip
+            return take(
+                await self._on_held(lambda connection: connection.execute(statement, values))
+            )
+        if isinstance(statement, sa.Select):
+            return self._read_inline(lambda connection: take(connection.execute(statement, values)))
+        return await self._writer.run(
+            lambda connection: take(connection.execute(statement, values))
+        )
 
-    def _read_inline(self, statement: sa.Select, take: Callable, values: Any = None) -> Any:
+    def _read_inline(self, work: UnitOfWork) -> Any:
         try:
             with self._reader.connect() as connection:
-                return take(connection.execute(statement, values))
+                return work(connection)
         except Exception as error:
             if not is_unavailable(error):
                 raise
             raise self._unavailable(error) from error
 
-    @contextlib.asynccontextmanager
-    async def _connection_in_turn(self, engine: AsyncEngine):
-        """A connection of `engine`, on SQLite (where only writes come here) once it is
-        this writer's turn."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._writer_turn is not None:
-                await self._call(stack.enter_async_context(self._writer_turn))
-            yield await stack.enter_async_context(self._connection(engine))
+    async def _on_held(self, call: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+        """`call` on one of PostgreSQL's held connections, all bounded by the timeout."""
+        if self._held is None:
+            raise self._unavailable(ConnectionError("the database is not connected"))
 
-    @contextlib.asynccontextmanager
-    async def _connection_for_reads(self):
-        connection = self._transaction_connection.get()
-        if connection is not None:
-            yield connection
-            return
-        # On PostgreSQL a server-side cursor lives in a transaction; on SQLite the
-        # autocommit connections read without taking the write lock.
-        engine = self.engine if self.dialect == "postgresql" else self._autocommit
-        async with self._connection(engine) as connection:
-            if self.dialect == "postgresql":
-                await self._call(connection.begin())
-            yield connection
+        async def on_a_held_connection() -> Any:
+            async with self._held.connection(_leaves_connection_unknown) as connection:
+                return await call(connection)
+
+        return await self._call(on_a_held_connection())
+
+    async def _open_autocommit(self) -> AsyncConnection:
+        try:
+            return await self._autocommit.connect()
+        except (sa.exc.DBAPIError, OSError) as error:  # whatever stops a connection opening
+            raise self._unavailable(error) from error
 
     @contextlib.asynccontextmanager
     async def _connection(self, engine: AsyncEngine):
@@ -336,9 +351,7 @@ class Database:
         try:
             yield connection
         except BaseException as error:
-            if is_unavailable(error) or isinstance(
-                error, DatabaseUnavailable | asyncio.CancelledError
-            ):
+            if _leaves_connection_unknown(error):
                 self._discard(connection)
             else:
                 with contextlib.suppress(Exception):
@@ -368,14 +381,9 @@ class Database:
 
     def _unavailable(self, error: BaseException) -> DatabaseUnavailable:
         """The 503's exception for `error`, which stays attached as its cause."""
-        if isinstance(error, TimeoutError):
-            unavailable = DatabaseUnavailable(
-                f"The database did not answer within {self.timeout_s:g} s"
-            )
-        else:
-            unavailable = DatabaseUnavailable("The database is unavailable")
-        unavailable.__cause__ = error
-        return unavailable
+        if self._held is not None:
+            self._held.forget_all()
+        return unavailable_because(error, self.timeout_s)
 
     def _discard(self, connection: AsyncConnection) -> None:
         """Invalidate (close for good, never reuse) a connection whose state is unknown."""

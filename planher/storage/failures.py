@@ -16,9 +16,22 @@ from planher.config import (
 
 logger = logging.getLogger(__name__)
 
+
 class DatabaseUnavailable(Exception):
     """The database did not answer within its timeout, or cannot serve now (down, frozen,
     locked by another program, read-only, out of disk). Clients get 503 with Retry-After."""
+
+
+def unavailable_because(error: BaseException, timeout_s: float) -> DatabaseUnavailable:
+    """The 503's exception for `error`, which stays attached as its cause."""
+    if isinstance(error, DatabaseUnavailable):
+        return error
+    if isinstance(error, TimeoutError):
+        unavailable = DatabaseUnavailable(f"The database did not answer within {timeout_s:g} s")
+    else:
+        unavailable = DatabaseUnavailable("The database is unavailable")
+    unavailable.__cause__ = error
+    return unavailable
 
 
 def masked_url(url: str) -> str:

@@ -8,9 +8,11 @@ import logging
 import re
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from planher.clock import utc_now
 from planher.config import MIGRATION_LOCK_ID, MIGRATIONS_DIR
-from planher.storage.database import Database
+from planher.storage.database import Database, all_rows
 from planher.storage.tables import schema_migrations
 
 logger = logging.getLogger(__name__)
@@ -74,23 +76,22 @@ def sql_statements(script: str, dialect: str) -> list[str]:
     return [statement.strip() for statement in statements if statement.strip()]
 
 
-async def run_script(database: Database, script: str) -> None:
-    for statement in sql_statements(script, database.dialect):
-        await database.execute(statement)
+def run_script(connection: sa.Connection, script: str) -> None:
+    for statement in sql_statements(script, connection.dialect.name):
+        connection.exec_driver_sql(statement)
 
 
-async def _lock_migrations(database: Database) -> None:
+def _lock_migrations(connection: sa.Connection) -> None:
     """Serialize concurrent runners for the rest of the current transaction.
 
-    SQLite needs nothing more: our transactions begin IMMEDIATE, holding the write lock.
+    SQLite needs nothing more: its writes take turns, holding the write lock.
     """
-    if database.dialect == "postgresql":
-        await database.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
 
 
-async def _applied_migrations(database: Database) -> dict[int, dict]:
-    rows = await database.fetch_all(schema_migrations.select())
-    return {row["version"]: row for row in rows}
+def _applied_migrations(connection: sa.Connection) -> dict[int, dict]:
+    return {row["version"]: row for row in all_rows(connection.execute(schema_migrations.select()))}
 
 
 def check_applied_migrations(files: list[Migration], applied: dict[int, dict]) -> None:
@@ -109,31 +110,39 @@ def check_applied_migrations(files: list[Migration], applied: dict[int, dict]) -
             )
 
 
+def _check_bookkeeping(connection: sa.Connection, files: list[Migration]) -> None:
+    _lock_migrations(connection)
+    connection.exec_driver_sql(SCHEMA_MIGRATIONS_DDL)
+    check_applied_migrations(files, _applied_migrations(connection))
+
+
+def _apply(connection: sa.Connection, migration: Migration) -> bool:
+    """Apply `migration` with its bookkeeping row; False if another runner already did."""
+    _lock_migrations(connection)
+    if migration.version in _applied_migrations(connection):
+        return False
+    run_script(connection, migration.sql)
+    connection.execute(
+        schema_migrations.insert().values(
+            version=migration.version,
+            name=migration.name,
+            checksum=migration.checksum,
+            applied_at=utc_now(),
+        )
+    )
+    return True
+
+
 async def migrate(database: Database, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply pending migrations in order, each with its bookkeeping row in one transaction.
 
     Safe when several app instances start at once. Returns the versions applied now.
     """
     files = discover_migrations(directory)
+    await database.write(_check_bookkeeping, files)
     newly_applied = []
-    async with database.transaction():
-        await _lock_migrations(database)
-        await database.execute(SCHEMA_MIGRATIONS_DDL)
-        check_applied_migrations(files, await _applied_migrations(database))
     for migration in files:
-        async with database.transaction():
-            await _lock_migrations(database)
-            if migration.version in await _applied_migrations(database):
-                continue  # another instance applied it while we waited
-            await run_script(database, migration.sql)
-            await database.execute(
-                schema_migrations.insert().values(
-                    version=migration.version,
-                    name=migration.name,
-                    checksum=migration.checksum,
-                    applied_at=utc_now(),
-                )
-            )
+        if await database.write(_apply, migration):
             newly_applied.append(migration.version)
             logger.info("applied migration %04d_%s", migration.version, migration.name)
     return newly_applied

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -10,11 +9,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from planher.clock import today_in, utc_now
 from planher.errors import APIError
 from planher.schemas.requests import ListQuery
-from planher.storage.database import Database
+from planher.storage.database import Database, all_rows, first_row
 from planher.storage.tables import (
     daily_moods,
     logins,
@@ -59,15 +59,21 @@ async def revoke_logins(database: Database, condition: Any, reason: str) -> None
 
 
 PROFILE_OF = user_profiles.select().where(user_profiles.c.user_id == sa.bindparam("user_id"))
-PERIOD_SPANS_OF = sa.select(period_records.c.start_date, period_records.c.end_date).where(
-    period_records.c.user_id == sa.bindparam("user_id")
-)
-
 SIGN_FIELDS = ("date", "lh_test", "bbt_celsius", "cervical_mucus")
-SIGNS_OF = (
-    sa.select(*(observations.c[name] for name in SIGN_FIELDS))
-    .where(observations.c.user_id == sa.bindparam("user_id"))
-    .order_by(observations.c.date)
+# Her periods and her observations in one statement: what places her days in their cycles.
+PERIODS_AND_SIGNS_OF = sa.union_all(
+    sa.select(
+        sa.literal_column("'period'").label("kind"),
+        period_records.c.start_date.label("day"),
+        period_records.c.end_date.label("until"),
+        *(sa.cast(sa.null(), observations.c[name].type).label(name) for name in SIGN_FIELDS[1:]),
+    ).where(period_records.c.user_id == sa.bindparam("user_id")),
+    sa.select(
+        sa.literal_column("'sign'"),
+        observations.c.date,
+        sa.cast(sa.null(), sa.Date),
+        *(observations.c[name] for name in SIGN_FIELDS[1:]),
+    ).where(observations.c.user_id == sa.bindparam("user_id")),
 )
 
 
@@ -75,9 +81,21 @@ async def fetch_profile(database: Database, user_id: int) -> dict[str, Any] | No
     return await database.fetch_one(PROFILE_OF, {"user_id": user_id})
 
 
-async def fetch_periods(database: Database, user_id: int) -> list[dict[str, Any]]:
-    """Her periods' start and end dates: what places her days in their cycles."""
-    return await database.fetch_all(PERIOD_SPANS_OF, {"user_id": user_id})
+def profile_of(connection: sa.Connection, user_id: int) -> dict[str, Any] | None:
+    return first_row(connection.execute(PROFILE_OF, {"user_id": user_id}))
+
+
+def periods_and_signs_of(
+    connection: sa.Connection, user_id: int
+) -> tuple[list[tuple[dt.date, dt.date | None]], list[dict[str, Any]]]:
+    """Her periods as (start, end) and her observations' signs, in no particular order."""
+    periods, signs = [], []
+    for kind, day, until, *sign in connection.execute(PERIODS_AND_SIGNS_OF, {"user_id": user_id}):
+        if kind == "period":
+            periods.append((day, until))
+        else:
+            signs.append(dict(zip(SIGN_FIELDS, (day, *sign), strict=True)))
+    return periods, signs
 
 
 async def delete_expired_history(database: Database) -> int:
@@ -90,45 +108,54 @@ async def delete_expired_history(database: Database) -> int:
         )
     ):
         keep_from = today_in(user["time_zone"]) - dt.timedelta(days=user["retention_days"])
-        async with database.transaction():
-            for table, older in (
-                (
-                    period_records,
-                    sa.func.coalesce(period_records.c.end_date, period_records.c.start_date)
-                    < keep_from,
-                ),
-                (daily_moods, daily_moods.c.date < keep_from),
-                (observations, observations.c.date < keep_from),
-                (predictions, predictions.c.date < keep_from),
-            ):
-                rows = await database.fetch_all(
-                    table.delete().where(table.c.user_id == user["id"], older).returning(table.c.id)
-                )
-                deleted += len(rows)
+        deleted += await database.write(delete_history_before, user["id"], keep_from)
     return deleted
 
 
-@contextlib.asynccontextmanager
-async def user_write_transaction(database: Database, user_id: int):
-    """A transaction in which this user's checks-then-writes (overlaps, one mood a day, one
-    profile) cannot interleave with another request of hers. SQLite's BEGIN IMMEDIATE already
-    serializes writers; PostgreSQL locks her users row."""
-    async with database.transaction():
-        if database.dialect == "postgresql":
-            await database.execute(
-                sa.select(users.c.id).where(users.c.id == user_id).with_for_update()
-            )
-        yield
+def delete_history_before(connection: sa.Connection, user_id: int, keep_from: dt.date) -> int:
+    deleted = 0
+    for table, older in (
+        (
+            period_records,
+            sa.func.coalesce(period_records.c.end_date, period_records.c.start_date) < keep_from,
+        ),
+        (daily_moods, daily_moods.c.date < keep_from),
+        (observations, observations.c.date < keep_from),
+        (predictions, predictions.c.date < keep_from),
+    ):
+        result = connection.execute(table.delete().where(table.c.user_id == user_id, older))
+        deleted += result.rowcount
+    return deleted
 
 
-async def fetch_owned(database: Database, table: sa.Table, row_id: int, user_id: int, what: str):
+def lock_her_writes(connection: sa.Connection, user_id: int) -> None:
+    """Within a unit of work: her checks-then-writes (overlaps, one profile) cannot
+    interleave with another request of hers. SQLite's one writer already serializes them;
+    PostgreSQL locks her users row."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(users.c.id).where(users.c.id == user_id).with_for_update())
+
+
+def owned_row(
+    connection: sa.Connection, table: sa.Table, row_id: int, user_id: int, what: str
+) -> dict[str, Any]:
     """Her row with this id. Another user's row is not found, exactly like a missing one."""
-    row = await database.fetch_one(
-        table.select().where(table.c.id == row_id, table.c.user_id == user_id)
+    row = first_row(
+        connection.execute(table.select().where(table.c.id == row_id, table.c.user_id == user_id))
     )
     if row is None:
         raise APIError(404, "not_found", f"{what} not found")
     return row
+
+
+def insert_new(dialect: str, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
+    """Insert a row returning it, or nothing if one of the table's unique keys already has
+    it: the check and the write in one statement (INSERT … ON CONFLICT DO NOTHING)."""
+    insert = INSERTS[dialect](table).values(values).on_conflict_do_nothing()
+    return insert.returning(*table.c)
+
+
+INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 @dataclasses.dataclass(eq=False)
@@ -154,7 +181,7 @@ class Listing:
             condition &= self.date_column <= sa.bindparam("last_day")
         count = sa.select(sa.func.count()).select_from(self.table).where(condition)
         page = (
-            sa.select(*(self.columns or self.table.c))
+            sa.select(*(self.columns or self.table.c), sa.func.count().over().label(TOTAL))
             .select_from(self.table if self.source is None else self.source)
             .where(condition)
             .order_by(self.date_column.desc(), self.table.c.id.desc())
@@ -164,21 +191,36 @@ class Listing:
         return count, page
 
 
-async def list_page(
-    database: Database, listing: Listing, page: ListQuery, owner_id: int | None = None
-) -> tuple[list, int]:
+TOTAL = "total_count"  # of every row the page is cut from, beside each row of the page
+
+
+def page_of(
+    connection: sa.Connection, listing: Listing, page: ListQuery, owner_id: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """One `page` of `listing` (of `owner_id`'s rows if it is owned), with the total count
-    for X-Total-Count. `from`/`to` are whole days, also on a timestamp column."""
+    for X-Total-Count, in one statement (the count only on its own for a page past the
+    end). `from`/`to` are whole days, also on a timestamp column."""
     first_day, last_day = page.from_date, page.to_date
     if isinstance(listing.date_column.type, sa.DateTime):
         first_day = first_day and dt.datetime.combine(first_day, dt.time())
         last_day = last_day and dt.datetime.combine(last_day, dt.time.max)
     count, rows = listing.statements(first_day is not None, last_day is not None)
     values = {"owner_id": owner_id, "first_day": first_day, "last_day": last_day}
-    total = await database.fetch_val(count, values)
-    return await database.fetch_all(
-        rows, {**values, "limit": page.limit, "offset": page.offset}
-    ), total
+    found = all_rows(
+        connection.execute(rows, {**values, "limit": page.limit, "offset": page.offset})
+    )
+    if not found:
+        return [], 0 if page.offset == 0 else connection.execute(count, values).scalar()
+    total = found[0][TOTAL]
+    for row in found:
+        del row[TOTAL]
+    return found, total
+
+
+async def list_page(
+    database: Database, listing: Listing, page: ListQuery, owner_id: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    return await database.read(page_of, listing, page, owner_id)
 
 
 ACCOUNT_COLUMNS = [column for column in users.c if column.name != "password_hash"]
@@ -191,11 +233,12 @@ HISTORY_SOURCE = predictions.outerjoin(
 HISTORY_COLUMNS = [*predictions.c, daily_moods.c.energy_level.label("actual_level")]
 
 
-async def logged_on(database: Database, table: sa.Table, user_id: int, date: dt.date) -> Any:
-    """Her row of `table` (moods, observations: one a day) on `date`, if any."""
-    return await database.fetch_one(
+def logged_on(connection: sa.Connection, table: sa.Table, user_id: int, date: dt.date) -> bool:
+    """Whether she has a row of `table` (moods, observations: one a day) on `date`."""
+    found = connection.execute(
         sa.select(table.c.id).where(table.c.user_id == user_id, table.c.date == date)
-    )
+    ).first()
+    return found is not None
 
 
 MODEL_METADATA_COLUMNS = [column for column in user_models.c if column.name != "model_blob"]
@@ -206,16 +249,23 @@ def owner_condition(user_id: int | None) -> Any:
     return user_models.c.user_id.is_(None) if user_id is None else user_models.c.user_id == user_id
 
 
-async def newest_model_row(database: Database, user_id: int | None, shipped_only: bool) -> Any:
-    condition = owner_condition(user_id)
+@functools.cache
+def _newest_model_statement(personal: bool, shipped_only: bool) -> sa.Select:
+    """Built once per shape: the home screen asks for it twice a request."""
+    condition = owner_condition(sa.bindparam("user_id") if personal else None)
     if shipped_only:
         condition &= user_models.c.shipped.is_(True)
-    return await database.fetch_one(
+    return (
         sa.select(*MODEL_METADATA_COLUMNS)
         .where(condition)
         .order_by(user_models.c.version.desc())
         .limit(1)
     )
+
+
+async def newest_model_row(database: Database, user_id: int | None, shipped_only: bool) -> Any:
+    statement = _newest_model_statement(user_id is not None, shipped_only)
+    return await database.fetch_one(statement, {"user_id": user_id})
 
 
 async def changed_moods_since(

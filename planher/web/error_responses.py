@@ -20,4 +20,6 @@ def error_response(
     if status_code == 401:
         headers.update(BEARER_CHALLENGE)
     return JSONResponse({"detail": detail, "code": code}, status_code=status_code, headers=headers)
+
+
 REQUEST_READ_TIMEOUT_DETAIL = "The request did not arrive in time; send it again, faster"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import sys
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from planher.config import (
@@ -22,6 +24,26 @@ from planher.storage.failures import DatabaseUnavailable
 from planher.web.error_responses import STANDARD_HEADERS, error_response
 from planher.web.protocol import READING_CONNECTION
 from planher.web.request_errors import BodyTooLarge, RequestReadTimeout
+
+logger = logging.getLogger(__name__)
+
+
+class ClientGoneMiddleware:
+    """A client that goes away mid-request is normal (mobile networks, a closed app): one
+    INFO line naming the route, never a traceback, and nothing more is sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            # The route's template, not the path: a feed URL's path is its secret.
+            route = getattr(scope.get("route"), "path", "an unknown route")
+            logger.info("client went away during %s %s", scope["method"], route)
 
 
 class ClientAddressMiddleware:

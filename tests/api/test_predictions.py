@@ -212,6 +212,27 @@ def test_every_served_prediction_is_recorded_and_scored_once_its_mood_is_logged(
     }
 
 
+def test_a_prediction_served_again_unchanged_is_recorded_once_and_each_change_again(
+    client, account
+):
+    client.post("/periods/", headers=account.headers, json={"start_date": day(-5)})
+    for _ in range(3):
+        current(client, account)
+    history = client.get("/predictions/history", headers=account.headers)
+    assert history.headers["X-Total-Count"] == "1"
+    first_phase = history.json()[0]["phase"]
+
+    today_period = client.post("/periods/", headers=account.headers, json={"start_date": day(0)})
+    for _ in range(2):
+        assert current(client, account)["phase"] == "menstrual"
+    client.delete(f"/periods/{today_period.json()['id']}", headers=account.headers)
+    for _ in range(2):
+        current(client, account)
+    history = client.get("/predictions/history", headers=account.headers).json()
+    # What she was told about today, and when it changed: there and back again.
+    assert [item["phase"] for item in history] == [first_phase, "menstrual", first_phase]
+
+
 def test_history_pages_and_filters_by_date_and_is_hers_alone(client, account):
     client.post("/periods/", headers=account.headers, json={"start_date": day(-20)})
     for offset in (-4, -3, -2, -1):

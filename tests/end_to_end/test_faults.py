@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -101,6 +103,35 @@ def test_a_killed_server_keeps_every_acknowledged_write(database_for_faults, tmp
             sqlite3.connect(database_for_faults.removeprefix("sqlite:///"))
         ) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_client_that_goes_away_costs_one_info_line_and_no_traceback(tmp_path):
+    log = tmp_path / "server.log"
+    with uvicorn_server(f"sqlite:///{tmp_path / 'gone.db'}", log) as (base, _):
+        with httpx.Client(base_url=base, timeout=10) as http:
+            headers = sign_up(http, "gone@example.org")
+            address = urlsplit(base).hostname, urlsplit(base).port
+            # Mid-body: the headers promise 1,000 bytes, 12 arrive, then she is gone.
+            with socket.create_connection(address) as client:
+                client.sendall(
+                    b"POST /moods/ HTTP/1.1\r\nHost: planher\r\n"
+                    + f"Authorization: {headers['Authorization']}\r\n".encode()
+                    + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                    + b'{"energy_lev'
+                )
+                time.sleep(0.5)
+            # Mid-response: a long answer, read into a small buffer and cut off at once.
+            with socket.create_connection(address) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                client.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: planher\r\n\r\n")
+                assert client.recv(64).startswith(b"HTTP/1.1 200")
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            time.sleep(0.5)
+            assert http.get("/moods/", headers=headers).headers["X-Total-Count"] == "0"
+    text = log.read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text
+    gone = [line for line in text.splitlines() if "went away" in line]
+    assert gone == ["INFO:     planher.web.middleware: client went away during POST /moods/"]
 
 
 def test_two_workers_take_fifty_concurrent_writers_without_errors(database_for_faults, tmp_path):

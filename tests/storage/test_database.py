@@ -34,7 +34,7 @@ from conftest import (
 )
 from planher.application import create_app
 from planher.clock import utc_today
-from planher.config import DB_TIMEOUT_S
+from planher.config import DB_TIMEOUT_S, SQLITE_READER_BUSY_TIMEOUT_MS
 from planher.storage.database import Database
 from planher.storage.failures import DatabaseUnavailable
 from planher.storage.migrations import MigrationError, discover_migrations, migrate, run_script
@@ -210,9 +210,7 @@ async def schema_built_by(url: str, build: str) -> dict:
         if build == "migrations":
             await migrate(database)
         else:
-            async with database.transaction():
-                script = (ROOT / "schema.sql").read_text(encoding="utf-8")
-                await run_script(database, script)
+            await database.write(run_script, (ROOT / "schema.sql").read_text(encoding="utf-8"))
     finally:
         await database.disconnect()
     # Fresh connections: SQLite's PRAGMAs can answer from a connection's stale schema cache.
@@ -375,45 +373,96 @@ def test_the_migrate_command_applies_pending_migrations_then_reports_up_to_date(
 # ── the SQLite pool ──
 
 
-def test_every_pooled_sqlite_connection_has_the_pragmas(tmp_path):
+SQLITE_PRAGMA_NAMES = ("foreign_keys", "journal_mode", "synchronous", "busy_timeout")
+
+
+def sqlite_pragmas(connection: sa.Connection) -> tuple:
+    return tuple(
+        connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in SQLITE_PRAGMA_NAMES
+    )
+
+
+def test_sqlite_writer_and_reader_connections_have_the_pragmas(tmp_path):
     async def pragmas():
         database = await connected(f"sqlite:///{tmp_path / 'pool.db'}")
-        names = ("foreign_keys", "journal_mode", "synchronous", "busy_timeout")
-
-        async def read_pragmas(_) -> tuple:
-            async with database.transaction():
-                await asyncio.sleep(0)  # let the other transactions take connections too
-                return tuple([await database.fetch_val(f"PRAGMA {name}") for name in names])
-
         try:
-            return await asyncio.gather(*map(read_pragmas, range(database.pool_size * 2)))
+            return await database.write(sqlite_pragmas), await database.read(sqlite_pragmas)
         finally:
             await database.disconnect()
 
-    busy_timeout_ms = int(DB_TIMEOUT_S * 900)
-    assert set(asyncio.run(pragmas())) == {(1, "wal", 2, busy_timeout_ms)}
+    writer, reader = asyncio.run(pragmas())
+    assert writer == (1, "wal", 2, int(DB_TIMEOUT_S * 900))
+    assert reader == (1, "wal", 2, SQLITE_READER_BUSY_TIMEOUT_MS)
 
 
-def test_concurrent_sqlite_write_transactions_wait_instead_of_failing(tmp_path):
-    async def writers():
-        database = await connected(f"sqlite:///{tmp_path / 'writers.db'}")
+def count_then_insert(connection: sa.Connection, n: int) -> int:
+    """A read-then-write unit: without the one writer (and BEGIN IMMEDIATE) two of these
+    could deadlock on the read → write upgrade."""
+    before = connection.exec_driver_sql("SELECT count(*) FROM counter").scalar()
+    connection.exec_driver_sql(f"INSERT INTO counter VALUES ({n})")
+    if n % 5 == 0:
+        raise ValueError(f"unit {n} fails after its insert")
+    return before
+
+
+def test_units_of_work_that_arrive_together_share_a_commit_and_fail_alone(
+    empty_database_url,
+):
+    """Units queued while the writer is busy are committed as one group, each in its own
+    savepoint: the failing ones leave nothing, the others all land. On PostgreSQL each
+    unit is a transaction of its own; the outcome is the same."""
+
+    async def forty_units():
+        database = await connected(empty_database_url)
         try:
             await database.execute("CREATE TABLE counter (n INTEGER)")
-
-            async def read_then_write(n: int) -> None:
-                # Without BEGIN IMMEDIATE, two of these deadlock on the read → write upgrade
-                # and SQLite answers "database is locked" at once, whatever busy_timeout says.
-                async with database.transaction():
-                    await database.fetch_val("SELECT count(*) FROM counter")
-                    await asyncio.sleep(0.001)
-                    await database.execute(f"INSERT INTO counter VALUES ({n})")
-
-            await asyncio.gather(*(read_then_write(n) for n in range(40)))
-            return await database.fetch_val("SELECT count(*) FROM counter")
+            release = threading.Event()
+            # SQLite: the writer is busy with the first unit while the other 39 arrive.
+            first = asyncio.ensure_future(database.write(lambda connection: release.wait(5)))
+            await asyncio.sleep(0.05)
+            hops_before = database.writer_hops
+            units = asyncio.gather(
+                *(database.write(count_then_insert, n) for n in range(1, 40)),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(0.05)
+            release.set()
+            await first
+            outcomes = await units
+            hops = database.writer_hops - hops_before
+            stored = await database.fetch_all("SELECT n FROM counter ORDER BY n")
+            return outcomes, [row["n"] for row in stored], hops
         finally:
             await database.disconnect()
 
-    assert asyncio.run(writers()) == 40
+    outcomes, stored, hops = asyncio.run(forty_units())
+    failed = [n for n, outcome in enumerate(outcomes, 1) if isinstance(outcome, ValueError)]
+    assert failed == [5, 10, 15, 20, 25, 30, 35]
+    assert stored == [n for n in range(1, 40) if n % 5]
+    assert hops == (39 if empty_database_url.startswith("sqlite") else 0)
+
+
+def test_the_sqlite_writer_commits_a_waiting_group_at_once(tmp_path):
+    async def grouped():
+        database = await connected(f"sqlite:///{tmp_path / 'group.db'}")
+        try:
+            await database.execute("CREATE TABLE counter (n INTEGER)")
+            commits_before = database.writer_commits
+            release = threading.Event()
+            first = asyncio.ensure_future(database.write(lambda connection: release.wait(5)))
+            await asyncio.sleep(0.05)
+            units = asyncio.gather(*(database.write(count_then_insert, n) for n in (1, 2, 3)))
+            await asyncio.sleep(0.05)
+            release.set()
+            await first
+            counts_before = await units
+            return counts_before, database.writer_commits - commits_before
+        finally:
+            await database.disconnect()
+
+    counts_before, commits = asyncio.run(grouped())
+    assert counts_before == [0, 1, 2]  # each unit sees the ones before it in its group
+    assert commits == 2  # the first unit's, then one for the three that waited
 
 
 # ── failures: every one gives its connection back ──
@@ -435,12 +484,15 @@ async def eventually_whole(database: Database) -> int:
     return database.connections_in_use
 
 
+def run_statements(connection: sa.Connection, statements: list[str]) -> None:
+    for statement in statements:
+        connection.exec_driver_sql(statement)
+
+
 async def refused(database: Database, statements: list[str]) -> str:
-    """Run `statements` in one transaction, which must fail; its error's class name."""
+    """Run `statements` as one unit of work, which must fail; its error's class name."""
     try:
-        async with database.transaction():
-            for statement in statements:
-                await database.execute(statement)
+        await database.write(run_statements, statements)
     except Exception as error:
         return type(error).__name__
     raise AssertionError(f"{statements} did not fail")
@@ -499,9 +551,10 @@ def test_a_thousand_failed_transactions_leave_the_pool_whole(empty_database_url)
                 ] += 1
             in_use = await eventually_whole(database)
             started = time.monotonic()
-            async with database.transaction():
-                await database.execute("INSERT INTO parents VALUES (42)")
-                await database.execute("INSERT INTO children VALUES (1, 42)")
+            await database.write(
+                run_statements,
+                ["INSERT INTO parents VALUES (42)", "INSERT INTO children VALUES (1, 42)"],
+            )
             seconds = time.monotonic() - started
             stored = await database.fetch_val("SELECT count(*) FROM children")
             return errors, in_use, seconds, stored
@@ -528,19 +581,6 @@ def postgres_only(url: str) -> None:
         pytest.skip("a PostgreSQL server's own failure")
 
 
-async def terminate_other_backends(url: str) -> int:
-    connection = await asyncpg.connect(url)
-    try:
-        return len(
-            await connection.fetch(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-    finally:
-        await connection.close()
-
-
 def test_backends_terminated_mid_transaction_cost_that_transaction_only(empty_database_url):
     postgres_only(empty_database_url)
 
@@ -551,10 +591,16 @@ def test_backends_terminated_mid_transaction_cost_that_transaction_only(empty_da
             # Several pooled connections, all terminated below.
             await asyncio.gather(*(database.fetch_val("SELECT pg_sleep(0.05)") for _ in range(4)))
             with pytest.raises(DatabaseUnavailable):
-                async with database.transaction():
-                    await database.execute("INSERT INTO parents VALUES (1)")
-                    assert await terminate_other_backends(empty_database_url) >= 1
-                    await database.execute("INSERT INTO parents VALUES (2)")
+                await database.write(
+                    run_statements,
+                    [
+                        "INSERT INTO parents VALUES (1)",
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                        "datname = current_database() AND pid <> pg_backend_pid()",
+                        "SELECT pg_terminate_backend(pg_backend_pid())",
+                        "INSERT INTO parents VALUES (2)",
+                    ],
+                )
             answers = [await database.fetch_val("SELECT count(*) FROM parents") for _ in range(8)]
             return answers, await eventually_whole(database)
         finally:
