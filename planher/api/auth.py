@@ -7,7 +7,6 @@ import secrets
 from typing import Any
 
 import sqlalchemy as sa
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +21,7 @@ from planher.schemas.requests import (
     RegisterBody,
 )
 from planher.schemas.responses import TokenPairOut, UserOut
-from planher.security.audit import audit
+from planher.security.audit import audit, audit_event
 from planher.security.authentication import BEARER_CHALLENGE
 from planher.security.passwords import hash_password, verify_password
 from planher.security.rate_limits import (
@@ -34,7 +33,7 @@ from planher.security.rate_limits import (
 from planher.security.tokens import InvalidToken
 from planher.storage.database import UNIQUE_VIOLATIONS
 from planher.storage.queries import email_taken, revoke_logins, signed_in_from
-from planher.storage.tables import logins, users
+from planher.storage.tables import audit_events, logins, users
 from planher.web.endpoint import endpoint
 
 
@@ -115,18 +114,18 @@ async def login(request: Request, body: LoginBody | OAuth2PasswordForm) -> Any:
         raise APIError(401, "wrong_credentials", "Incorrect email or password", BEARER_CHALLENGE)
     for name, key in taken:
         await refund_hit(request, name, key)
-    await audit(request, "login", ok=True, user_id=row["id"])
-    return await start_login(request.app, row["id"], ip)
-
-
-async def start_login(app: Starlette, user_id: int, ip: str) -> dict[str, Any]:
-    """Record a new login for the user and return its token pair."""
-    tokens = app.state.tokens
+    tokens = request.app.state.tokens
     login_key, refresh_jti = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    await app.state.database.write(
-        record_login, user_id, ip, login_key, refresh_jti, tokens.refresh_ttl_s
+    await request.app.state.database.write(
+        record_login,
+        row["id"],
+        ip,
+        login_key,
+        refresh_jti,
+        tokens.refresh_ttl_s,
+        audit_event(request, "login", ok=True, user_id=row["id"]),
     )
-    return tokens.token_pair(user_id, login_key, refresh_jti)
+    return tokens.token_pair(row["id"], login_key, refresh_jti)
 
 
 def record_login(
@@ -136,7 +135,9 @@ def record_login(
     login_key: str,
     refresh_jti: str,
     refresh_ttl_s: float,
+    event: dict[str, Any],
 ) -> None:
+    """A unit of work: her new login, and the sign-in in the audit trail."""
     now = utc_now()
     # Logins whose refresh token has expired can never be used again: drop hers.
     connection.execute(
@@ -155,6 +156,7 @@ def record_login(
             ip=ip,
         )
     )
+    connection.execute(audit_events.insert().values(event))
 
 
 @endpoint(

@@ -17,9 +17,9 @@ from planher.cycles.calendar import CycleCalendar, PeriodSpan
 from planher.cycles.ovulation import FertilitySign
 from planher.errors import APIError
 from planher.schemas.responses import CalendarFeedOut
-from planher.security.audit import audit
+from planher.security.audit import audit_event
 from planher.storage.queries import fetch_profile, periods_and_signs_of
-from planher.storage.tables import calendar_feeds, period_records, users
+from planher.storage.tables import audit_events, calendar_feeds, period_records, users
 from planher.web.endpoint import endpoint
 
 
@@ -33,24 +33,30 @@ def calendar_feed_hash(feed_token: str) -> str:
 async def create_calendar_feed(request: Request) -> Any:
     database, user_id = request.app.state.database, request.user.id
     feed_token = secrets.token_urlsafe(CALENDAR_FEED_TOKEN_BYTES)
-    await database.write(replace_feed, user_id, calendar_feed_hash(feed_token))
-    await audit(request, "calendar_feed_created", ok=True)
+    event = audit_event(request, "calendar_feed_created", ok=True)
+    await database.write(replace_feed, user_id, calendar_feed_hash(feed_token), event)
     return {"url": f"{request.base_url}calendar/{feed_token}.ics"}
 
 
-def replace_feed(connection: sa.Connection, user_id: int, token_hash: str) -> None:
+def replace_feed(
+    connection: sa.Connection, user_id: int, token_hash: str | None, event: dict[str, Any]
+) -> None:
+    """A unit of work: her feed replaced by a new one (or, without `token_hash`, revoked),
+    and that audited."""
     connection.execute(calendar_feeds.delete().where(calendar_feeds.c.user_id == user_id))
-    connection.execute(
-        calendar_feeds.insert().values(user_id=user_id, token_hash=token_hash, created_at=utc_now())
-    )
+    if token_hash is not None:
+        connection.execute(
+            calendar_feeds.insert().values(
+                user_id=user_id, token_hash=token_hash, created_at=utc_now()
+            )
+        )
+    connection.execute(audit_events.insert().values(event))
 
 
 @endpoint("Revoke her calendar feed URL", ok=(204, None))
 async def delete_calendar_feed(request: Request) -> Response:
-    await request.app.state.database.execute(
-        calendar_feeds.delete().where(calendar_feeds.c.user_id == request.user.id)
-    )
-    await audit(request, "calendar_feed_revoked", ok=True)
+    event = audit_event(request, "calendar_feed_revoked", ok=True)
+    await request.app.state.database.write(replace_feed, request.user.id, None, event)
     return Response(status_code=204)
 
 

@@ -15,9 +15,9 @@ from planher.cycles.ovulation import FertilitySign
 from planher.errors import APIError
 from planher.schemas.requests import UserUpdateBody
 from planher.schemas.responses import ExportOut, UserOut
-from planher.security.audit import audit
+from planher.security.audit import audit, audit_event
 from planher.security.passwords import hash_password, verify_password
-from planher.storage.database import UNIQUE_VIOLATIONS
+from planher.storage.database import UNIQUE_VIOLATIONS, first_row
 from planher.storage.queries import (
     HISTORY_COLUMNS,
     HISTORY_SOURCE,
@@ -25,9 +25,9 @@ from planher.storage.queries import (
     SIGN_FIELDS,
     email_taken,
     fetch_profile,
-    revoke_logins,
 )
 from planher.storage.tables import (
+    audit_events,
     daily_moods,
     logins,
     observations,
@@ -51,16 +51,49 @@ async def update_me(request: Request, body: UserUpdateBody) -> Any:
     changes = await account_changes(request, body)
     if not changes:
         return request.user.account
+    events = [
+        audit_event(request, f"{field}_change", ok=True)
+        for field in ("email", "password")
+        if CHANGED_COLUMN[field] in changes
+    ]
     try:
-        row = await request.app.state.database.fetch_one(
-            users.update()
-            .where(users.c.id == request.user.id)
-            .values(**changes, updated_at=utc_now())
-            .returning(*users.c)
+        return await request.app.state.database.write(
+            save_account_changes, request.user.id, request.user.login_id, changes, events
         )
     except UNIQUE_VIOLATIONS:
         raise APIError(409, "email_taken", "An account with this email already exists") from None
-    await after_credentials_change(request, changes)
+
+
+CHANGED_COLUMN = {"email": "email", "password": "password_hash"}
+
+
+def save_account_changes(
+    connection: sa.Connection,
+    user_id: int,
+    login_id: int,
+    changes: dict[str, Any],
+    events: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A unit of work: her account changed, her other logins signed out if the password
+    changed, and the credential changes audited; all of it, or none."""
+    now = utc_now()
+    row = first_row(
+        connection.execute(
+            users.update()
+            .where(users.c.id == user_id)
+            .values(**changes, updated_at=now)
+            .returning(*users.c)
+        )
+    )
+    if "password_hash" in changes:
+        connection.execute(
+            logins.update()
+            .where(logins.c.user_id == user_id, logins.c.id != login_id)
+            .where(logins.c.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason="password_change")
+        )
+    if events:
+        connection.execute(audit_events.insert(), events)
     return row
 
 
@@ -108,25 +141,18 @@ async def account_changes(request: Request, body: UserUpdateBody) -> dict[str, A
     return changes
 
 
-async def after_credentials_change(request: Request, changes: dict[str, Any]) -> None:
-    """A new password signs out her other logins; both changes are audited."""
-    if "password_hash" in changes:
-        await revoke_logins(
-            request.app.state.database,
-            sa.and_(logins.c.user_id == request.user.id, logins.c.id != request.user.login_id),
-            "password_change",
-        )
-        await audit(request, "password_change", ok=True)
-    if "email" in changes:
-        await audit(request, "email_change", ok=True)
-
-
 @endpoint("Delete the account and everything it owns", ok=(204, None))
 async def delete_me(request: Request) -> Response:
-    # Profile, periods, moods, models, predictions and logins go with it (ON DELETE CASCADE).
-    await request.app.state.database.execute(users.delete().where(users.c.id == request.user.id))
-    await audit(request, "account_deletion", ok=True)
+    event = audit_event(request, "account_deletion", ok=True)
+    await request.app.state.database.write(delete_account, request.user.id, event)
     return Response(status_code=204)
+
+
+def delete_account(connection: sa.Connection, user_id: int, event: dict[str, Any]) -> None:
+    """A unit of work: her account and everything it owns (profile, periods, moods, models,
+    predictions and logins go with it: ON DELETE CASCADE), and the deletion audited."""
+    connection.execute(users.delete().where(users.c.id == user_id))
+    connection.execute(audit_events.insert().values(event))
 
 
 @endpoint("Everything the user owns", ok=(200, ExportOut))
