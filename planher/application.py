@@ -67,6 +67,7 @@ from planher.storage.failures import DatabaseUnavailable, FailureLog, failure_ki
 from planher.storage.migrations import migrate
 from planher.storage.queries import delete_expired_history
 from planher.storage.tables import period_records
+from planher.web.access_log import mask_secret_paths
 from planher.web.endpoint import Handler
 from planher.web.error_handlers import (
     body_too_large,
@@ -210,6 +211,7 @@ def log_beside_uvicorn() -> None:
 async def lifespan(app: Starlette):
     settings, database = app.state.settings, app.state.database
     log_beside_uvicorn()
+    mask_secret_paths()
     try:
         keys = signing_keys(settings)
     except (MissingSecretKeys, OSError) as error:

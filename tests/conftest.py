@@ -278,15 +278,17 @@ def wait_until_answering(url: str, process: subprocess.Popen, why_not) -> None:
 
 
 @contextlib.contextmanager
-def uvicorn_server(database_url: str, log: Path, workers: int = 1, **environment: str):
+def uvicorn_server(
+    database_url: str, log: Path, workers: int = 1, access_log: bool = False, **environment: str
+):
     """The Procfile's web process (as many workers as asked) serving planher:app on a free
-    port, with generous rate limits unless `environment` says otherwise; yields (base URL,
-    the process)."""
+    port, with generous rate limits unless `environment` says otherwise, and its access log
+    off unless asked; yields (base URL, the process)."""
     port = free_port()
     command = [argument.replace("${PORT:-8000}", str(port)) for argument in procfile_web_command()]
     with log.open("ab") as output:
         server = subprocess.Popen(
-            [*command, "--workers", str(workers), "--no-access-log"],
+            [*command, "--workers", str(workers), *([] if access_log else ["--no-access-log"])],
             cwd=ROOT,
             env={
                 **os.environ,
