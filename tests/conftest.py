@@ -189,6 +189,16 @@ def account(client) -> Account:
     return create_account(client)
 
 
+def import_file(client: TestClient, account: Account, content: bytes, **params):
+    """POST /users/me/import with `content` as the body, as a file of any format."""
+    return client.post(
+        "/users/me/import",
+        headers={**account.headers, "Content-Type": "application/octet-stream"},
+        params=params,
+        content=content,
+    )
+
+
 def day(offset: int) -> str:
     """The ISO date `offset` days from the server's today (negative: the past)."""
     return (utc_today() + dt.timedelta(days=offset)).isoformat()

@@ -94,6 +94,7 @@ CLUE_SIGNAL_READERS: dict[str, Callable[[list[str], DaySignals, ImportedHistory]
 
 
 CLUE_BACKUP_BLEEDING = frozenset({"light", "medium", "heavy"})
+EMPTY_VALUES = (None, "", [], {}, False)  # real backups: ~20 keys a day, mostly []
 CLUE_BACKUP_SETTINGS = {"cycleLength": "cycle_length", "periodLength": "menses_length"}
 
 
@@ -103,9 +104,8 @@ def read_clue_backup(data: Any) -> ImportedHistory:
     bleeding = []
     for where, day in objects_of(data.get("data"), "data"):
         date = calendar_date(day.get("day"), f"{where}.day")
-        if day.get("marks_excluded_cycle") is True:
-            history.skipped.add("day", "a day of a cycle she excluded", date)
-            continue
+        # In real backups the flag sits on the first bleeding day of the excluded cycle's
+        # period: a real period day, kept as one.
         flow = day.get("period")
         if flow in CLUE_BACKUP_BLEEDING:
             bleeding.append(date)
@@ -113,8 +113,9 @@ def read_clue_backup(data: Any) -> ImportedHistory:
             history.skipped.add("day", SPOTTING_SKIPPED, date)
         elif flow is not None:
             raise MalformedFile(f"{where}.period: expected spotting, light, medium or heavy")
-        for key in day.keys() - {"day", "period", "marks_excluded_cycle"}:
-            history.count_unmapped(key)
+        for key, value in day.items():
+            if key not in ("day", "period") and value not in EMPTY_VALUES:
+                history.count_unmapped(key)
     history.periods = periods_from_bleeding_days(bleeding)
     try:
         averages = data["settings"]["user_defaults"][0]["defaults"]["user_defined_averages"]

@@ -58,6 +58,22 @@ JSON_READERS: dict[str, Callable[[Any], ImportedHistory]] = {
 assert set(JSON_READERS) | {"drip", "apple_health"} == set(typing.get_args(ImportFormat))
 
 
+def mensinator_shaped(data: dict) -> bool:
+    """Mensinator's tables: `periods` of bleeding days (`date`, `period_id`) beside its
+    symptom tables. Another app's `{"periods": [{start_date, end_date}], "symptoms"}` is not
+    one (a real file that calls itself a Flo export has that shape)."""
+    periods = data.get("periods")
+    if not isinstance(periods, list) or not data.keys() & {
+        "symptom_date",
+        "app_settings",
+        "symptoms",
+    }:
+        return False
+    if data.keys() & {"symptom_date", "app_settings"}:
+        return True
+    return not periods or (isinstance(periods[0], dict) and "date" in periods[0])
+
+
 def json_format(data: Any) -> str | None:
     """Which tracker wrote this JSON, by its shape."""
     if isinstance(data, dict):
@@ -65,7 +81,7 @@ def json_format(data: Any) -> str | None:
             return "planher"
         if "operationalData" in data:
             return "flo"
-        if "periods" in data and data.keys() & {"symptom_date", "symptoms", "app_settings"}:
+        if mensinator_shaped(data):
             return "mensinator"
         if isinstance(data.get("data"), list) and data.keys() & {"settings", "environment"}:
             return "clue_backup"

@@ -21,12 +21,15 @@ from planher.importers.history import (
 
 DRIP_LOW_ENERGY, DRIP_HIGH_ENERGY = "mood.fatigue", "mood.energetic"
 DRIP_MOOD_WORDS = ("happy", "sad", "stressed", "balanced", "fine", "anxious", "angry", "other")
-# drip's mucus value (from feeling and texture, as the sympto-thermal method scores it):
-# 0 dry, 1 nothing felt, 2 moist, 3 stretchy, 4 the most fertile.
-DRIP_MUCUS = {"0": "dry", "1": "sticky", "2": "creamy", "3": "watery", "4": "egg_white"}
+# drip scores mucus as the sympto-thermal method does (its lib/nfp-mucus.js): the value is the
+# larger of the feeling's and the texture's scores, and its order is the order of fertility.
+DRIP_MUCUS = {"0": "dry", "1": "dry", "2": "sticky", "3": "creamy", "4": "egg_white"}
+DRIP_MUCUS_FEELING_SCORES = {"0": 0, "1": 1, "2": 2, "3": 4}  # dry, nothing, wet, slippery
+DRIP_MUCUS_TEXTURE_SCORES = {"0": 0, "1": 3, "2": 4}  # nothing, creamy, egg white
 DRIP_USED_COLUMNS = frozenset(
     {"date", "bleeding.value", "bleeding.exclude", "note.value", "mood.note"}
     | {"temperature.value", "temperature.exclude", "mucus.value", "mucus.exclude"}
+    | {"mucus.feeling", "mucus.texture"}
     | {DRIP_LOW_ENERGY, DRIP_HIGH_ENERGY}
     | {f"mood.{word}" for word in DRIP_MOOD_WORDS}
 )
@@ -93,11 +96,25 @@ def read_signals(line: DripRow, day: DaySignals) -> None:
         day.bbt_celsius = temperature_celsius(
             line.row.get("temperature.value"), f"{line.where}, temperature.value"
         )
-    mucus = line.text("mucus.value")
-    if mucus and mucus not in DRIP_MUCUS:
-        raise MalformedFile(f"{line.where}: mucus.value must be 0 to 4")
+    mucus = mucus_value(line)
     if mucus and not line.flag("mucus.exclude"):
         day.cervical_mucus = DRIP_MUCUS[mucus]
     day.low_energy, day.high_energy = line.flag(DRIP_LOW_ENERGY), line.flag(DRIP_HIGH_ENERGY)
     day.notes += [line.row.get("note.value") or "", line.row.get("mood.note") or ""]
     day.notes += [word for word in DRIP_MOOD_WORDS if line.flag(f"mood.{word}")]
+
+
+def mucus_value(line: DripRow) -> str:
+    """drip's mucus value; when the cell is empty, computed as drip does from the feeling
+    and the texture, and only when both are there ('' for no mucus)."""
+    value = line.text("mucus.value")
+    if value:
+        if value not in DRIP_MUCUS:
+            raise MalformedFile(f"{line.where}: mucus.value must be 0 to 4")
+        return value
+    feeling, texture = line.text("mucus.feeling"), line.text("mucus.texture")
+    if not feeling or not texture:
+        return ""
+    if feeling not in DRIP_MUCUS_FEELING_SCORES or texture not in DRIP_MUCUS_TEXTURE_SCORES:
+        raise MalformedFile(f"{line.where}: mucus.feeling must be 0 to 3, mucus.texture 0 to 2")
+    return str(max(DRIP_MUCUS_FEELING_SCORES[feeling], DRIP_MUCUS_TEXTURE_SCORES[texture]))

@@ -21,6 +21,7 @@ from planher.schemas.responses import (
     EnergyLevelOut,
     ErrorCode,
     ErrorOut,
+    ImportFormat,
     ModelSource,
     ModelType,
     OvulationEvidence,
@@ -42,6 +43,11 @@ DOCUMENTED_ENUMS = {
     "LhTest": LhTest,
     "CervicalMucus": CervicalMucus,
     "OvulationEvidence": OvulationEvidence,
+    "ImportFormat": ImportFormat,
+}
+# HTTP requires the challenge on every 401, whoever declares it.
+WWW_AUTHENTICATE_HEADER = {
+    "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
 }
 
 
@@ -98,6 +104,8 @@ class _Responses:
         self, status: int, description: str, schema: dict[str, Any] | None = None, **extra: Any
     ) -> None:
         """An answer whose body is `schema`, by default the error body."""
+        if status == 401:
+            extra = {"headers": WWW_AUTHENTICATE_HEADER, **extra}
         self.by_status[str(status)] = {
             "description": description,
             **extra,
@@ -143,11 +151,7 @@ def _declared_answers(responses: _Responses, operation: Operation) -> None:
 def _access_answers(responses: _Responses, operation: Operation, path: str) -> None:
     """Who may call it, and on whose rows."""
     if operation.auth is not None:
-        responses.answer(
-            401,
-            "Missing, invalid, expired or revoked token",
-            headers={"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
-        )
+        responses.answer(401, "Missing, invalid, expired or revoked token")
     if operation.auth == "admin":
         responses.answer(403, "Not an admin")
     if "{id}" in path and 404 not in operation.errors:

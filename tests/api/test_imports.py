@@ -21,6 +21,7 @@ from conftest import (
     create_account,
     day,
     drain_training,
+    import_file,
     log_generated_history,
     login,
     make_settings,
@@ -88,15 +89,6 @@ SAMPLES = {  # file → (format, has moods, profile settings found)
     "apple-health-export.xml": ("apple_health", False, None),
     "export.zip": ("apple_health", False, None),
 }
-
-
-def import_file(client, account, content: bytes, **params):
-    return client.post(
-        "/users/me/import",
-        headers={**account.headers, "Content-Type": "application/octet-stream"},
-        params=params,
-        content=content,
-    )
 
 
 def her_periods(client, account):

@@ -250,6 +250,38 @@ def test_the_document_is_one_generators_take_as_it_is(client):
     assert document["paths"]["/predictions/retrain"]["post"]["responses"]["202"]
 
 
+def test_every_401_in_the_document_declares_the_challenge_and_the_answer_sends_it(client):
+    document = client.get("/openapi.json").json()
+    unauthorized = {
+        (method, path): operation["responses"]["401"]
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "401" in operation["responses"]
+    }
+    assert {("post", "/auth/login"), ("post", "/auth/refresh"), ("post", "/auth/logout")} <= set(
+        unauthorized
+    )
+    assert all("WWW-Authenticate" in answer.get("headers", {}) for answer in unauthorized.values())
+    wrong = client.post("/auth/login", json={"email": "nobody@example.org", "password": "x" * 8})
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+    stale = client.post("/auth/refresh", json={"refresh_token": "not-a-token"})
+    assert stale.status_code == 401 and stale.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_the_import_formats_are_one_enum_for_the_query_and_the_report(client):
+    document = client.get("/openapi.json").json()
+    reference = {"$ref": "#/components/schemas/ImportFormat"}
+    [query] = [
+        parameter
+        for parameter in document["paths"]["/users/me/import"]["post"]["parameters"]
+        if parameter["name"] == "format"
+    ]
+    assert reference in query["schema"]["anyOf"]
+    report = document["components"]["schemas"]["ImportReportOut"]
+    assert report["properties"]["format"] == reference
+    assert "clue_backup" in document["components"]["schemas"]["ImportFormat"]["enum"]
+
+
 def test_the_docs_page_is_swagger_ui_served_by_the_service_itself(client):
     page = client.get("/docs")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -322,9 +354,7 @@ LISTS = ("/periods/", "/moods/", "/predictions/history")
 
 @pytest.mark.parametrize("path", LISTS)
 def test_every_list_refuses_an_offset_past_the_integer_range(client, account, path):
-    assert (
-        client.get(f"{path}?offset={MAX_LIST_OFFSET}", headers=account.headers).json() == []
-    )
+    assert client.get(f"{path}?offset={MAX_LIST_OFFSET}", headers=account.headers).json() == []
     for offset in (MAX_LIST_OFFSET + 1, 2**63, 10**30):
         response = client.get(f"{path}?offset={offset}", headers=account.headers)
         assert response.status_code == 422
