@@ -173,14 +173,18 @@ async def refresh_cycle_prior(app: Starlette) -> None:
     """Everyone's cycles, read in chunks and summed up in a worker thread: the prior for a
     woman with few cycles of her own (app.state.cycle_prior)."""
     rows = await app.state.database.fetch_large(
-        sa.select(period_records.c.user_id, period_records.c.start_date)
+        sa.select(period_records.c.user_id, period_records.c.start_date, period_records.c.excluded)
     )
 
     def summarize() -> CyclePrior:
-        starts = collections.defaultdict(list)
+        starts, set_aside = collections.defaultdict(list), collections.defaultdict(set)
         for row in rows:
             starts[row["user_id"]].append(row["start_date"])
-        return population_cycle_prior(cycle_lengths(dates) for dates in starts.values())
+            if row["excluded"]:
+                set_aside[row["user_id"]].add(row["start_date"])
+        return population_cycle_prior(
+            cycle_lengths(dates, set_aside[owner]) for owner, dates in starts.items()
+        )
 
     app.state.cycle_prior = await run_in_threadpool(summarize)
 

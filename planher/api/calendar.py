@@ -83,13 +83,18 @@ async def calendar_feed(request: Request) -> Response:
     if owner is None:
         raise APIError(404, "not_found", "No such calendar feed: it may have been revoked")
     periods = await database.fetch_large(
-        sa.select(period_records.c.id, period_records.c.start_date, period_records.c.end_date)
+        sa.select(
+            period_records.c.id,
+            period_records.c.start_date,
+            period_records.c.end_date,
+            period_records.c.excluded,
+        )
         .where(period_records.c.user_id == owner["id"])
         .order_by(period_records.c.start_date)
     )
     _, signs = await database.read(periods_and_signs_of, owner["id"])
     calendar = CycleCalendar.build(
-        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
+        [PeriodSpan(row["start_date"], row["end_date"], row["excluded"]) for row in periods],
         await fetch_profile(database, owner["id"]),
         [FertilitySign(**sign) for sign in signs],
         request.app.state.cycle_prior,

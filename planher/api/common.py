@@ -37,7 +37,7 @@ def calendar_of(connection: sa.Connection, user_id: int, prior: CyclePrior) -> C
     for what hers do not say yet."""
     periods, signs = periods_and_signs_of(connection, user_id)
     return CycleCalendar.build(
-        [PeriodSpan(start, end) for start, end in periods],
+        [PeriodSpan(*period) for period in periods],
         profile_of(connection, user_id),
         [FertilitySign(**sign) for sign in signs],
         prior,

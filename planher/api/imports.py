@@ -124,7 +124,13 @@ def import_history(connection: sa.Connection, user_id: int, *planning: Any) -> I
         connection.execute(
             period_records.insert(),
             [
-                {**stamps, "start_date": p.start, "end_date": p.end, "notes": p.notes}
+                {
+                    **stamps,
+                    "start_date": p.start,
+                    "end_date": p.end,
+                    "notes": p.notes,
+                    "excluded": p.excluded,
+                }
                 for p in plan.periods
             ],
         )

@@ -99,6 +99,7 @@ def change_period(
     updated = PeriodSpan(
         changes.get("start_date", current["start_date"]),
         changes.get("end_date", current["end_date"]),
+        changes.get("excluded", current["excluded"]),
     )
     if problems := period_problems(updated.start, updated.end, today):
         raise rule_errors(problems)

@@ -181,7 +181,7 @@ async def export_me(request: Request) -> Any:
     )
     signs = await owned(observations, observations.c.date.desc())
     calendar = CycleCalendar.build(
-        [PeriodSpan(row["start_date"], row["end_date"]) for row in periods],
+        [PeriodSpan(row["start_date"], row["end_date"], row["excluded"]) for row in periods],
         profile,
         [FertilitySign(**{name: row[name] for name in SIGN_FIELDS}) for row in signs],
         request.app.state.cycle_prior,

@@ -65,6 +65,7 @@ class OpenCycle:
 class PeriodSpan:
     start: dt.date
     end: dt.date | None  # None while she has not logged it
+    excluded: bool = False  # the cycle it starts is set aside: its length counts nowhere
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,19 +108,22 @@ class CycleCalendar:
         known = profile or {}
         ordered = tuple(sorted(periods, key=lambda period: period.start))
         starts = [period.start for period in ordered]
+        set_aside = frozenset(period.start for period in ordered if period.excluded)
         luteal_length = known.get("luteal_length", DEFAULT_LUTEAL_LENGTH)
         ovulations = ovulations_by_cycle(starts, sorted(signs, key=lambda sign: sign.date))
         return cls(
             periods=ordered,
             estimate=estimate_cycle_length(
-                cycle_lengths(starts), known.get("cycle_length", prior.length), prior.spread
+                cycle_lengths(starts, set_aside),
+                known.get("cycle_length", prior.length),
+                prior.spread,
             ),
             luteal_length=luteal_length,
             menses_length=known.get("menses_length", DEFAULT_MENSES_LENGTH),
             profile=profile,
             ovulations=ovulations,
             luteal_estimate=estimate_cycle_length(
-                luteal_lengths(starts, ovulations), luteal_length, POPULATION_LUTEAL_SD
+                luteal_lengths(starts, ovulations, set_aside), luteal_length, POPULATION_LUTEAL_SD
             ),
             prior=prior,
         )

@@ -7,7 +7,7 @@ import datetime as dt
 import itertools
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from planher.config import (
     CYCLE_MAX_DAYS,
@@ -24,10 +24,17 @@ from planher.config import (
 )
 
 
-def cycle_lengths(period_starts: Iterable[dt.date]) -> list[int]:
-    """The lengths of her cycles: gaps between consecutive starts that can be one cycle."""
+def cycle_lengths(
+    period_starts: Iterable[dt.date], set_aside: Collection[dt.date] = frozenset()
+) -> list[int]:
+    """The lengths of her cycles: gaps between consecutive starts that can be one cycle,
+    less the cycles she set aside (those that start on a date of `set_aside`)."""
     starts = sorted(period_starts)
-    gaps = [(later - earlier).days for earlier, later in itertools.pairwise(starts)]
+    gaps = [
+        (later - earlier).days
+        for earlier, later in itertools.pairwise(starts)
+        if earlier not in set_aside
+    ]
     return [gap for gap in gaps if CYCLE_MIN_DAYS <= gap <= CYCLE_MAX_DAYS]
 
 

@@ -6,7 +6,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from planher.config import (
     BBT_SHIFT_CELSIUS,
@@ -104,12 +104,16 @@ def ovulations_by_cycle(
     return found
 
 
-def luteal_lengths(starts: Sequence[dt.date], ovulations: Mapping[dt.date, Ovulation]) -> list[int]:
+def luteal_lengths(
+    starts: Sequence[dt.date],
+    ovulations: Mapping[dt.date, Ovulation],
+    set_aside: Collection[dt.date] = frozenset(),
+) -> list[int]:
     """Her past luteal phases, oldest first: from each detected ovulation to the day before
-    the next start, where that makes a luteal phase at all."""
+    the next start, where that makes a luteal phase at all, in cycles she did not set aside."""
     lengths = []
     for start, next_start in itertools.pairwise(starts):
-        ovulation = ovulations.get(start)
+        ovulation = None if start in set_aside else ovulations.get(start)
         if ovulation is not None and CYCLE_MIN_DAYS <= (next_start - start).days <= CYCLE_MAX_DAYS:
             luteal = (next_start - ovulation.date).days - 1
             if LUTEAL_MIN_DAYS <= luteal <= LUTEAL_MAX_DAYS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -11,8 +12,10 @@ from planher.importers.history import (
     SPOTTING_SKIPPED,
     DaySignals,
     ImportedHistory,
+    ImportedPeriod,
     MalformedFile,
     calendar_date,
+    clean_note,
     expect_type,
     moods_from_days,
     objects_of,
@@ -94,6 +97,7 @@ CLUE_SIGNAL_READERS: dict[str, Callable[[list[str], DaySignals, ImportedHistory]
 
 
 CLUE_BACKUP_BLEEDING = frozenset({"light", "medium", "heavy"})
+CLUE_BACKUP_DAY_KEYS = ("day", "period", "marks_excluded_cycle", "cycle_exclusion_notes")
 EMPTY_VALUES = (None, "", [], {}, False)  # real backups: ~20 keys a day, mostly []
 CLUE_BACKUP_SETTINGS = {"cycleLength": "cycle_length", "periodLength": "menses_length"}
 
@@ -101,11 +105,14 @@ CLUE_BACKUP_SETTINGS = {"cycleLength": "cycle_length", "periodLength": "menses_l
 def read_clue_backup(data: Any) -> ImportedHistory:
     history = ImportedHistory("clue_backup")
     expect_type(data, dict, "the backup")
-    bleeding = []
+    bleeding, set_aside = [], {}
     for where, day in objects_of(data.get("data"), "data"):
         date = calendar_date(day.get("day"), f"{where}.day")
         # In real backups the flag sits on the first bleeding day of the excluded cycle's
-        # period: a real period day, kept as one.
+        # period: a real period day, and the period starts a cycle she set aside.
+        if day.get("marks_excluded_cycle") is True:
+            note = day.get("cycle_exclusion_notes")
+            set_aside[date] = clean_note(note) if isinstance(note, str) else None
         flow = day.get("period")
         if flow in CLUE_BACKUP_BLEEDING:
             bleeding.append(date)
@@ -114,9 +121,17 @@ def read_clue_backup(data: Any) -> ImportedHistory:
         elif flow is not None:
             raise MalformedFile(f"{where}.period: expected spotting, light, medium or heavy")
         for key, value in day.items():
-            if key not in ("day", "period") and value not in EMPTY_VALUES:
+            if key not in CLUE_BACKUP_DAY_KEYS and value not in EMPTY_VALUES:
                 history.count_unmapped(key)
-    history.periods = periods_from_bleeding_days(bleeding)
+    history.periods = [
+        excluded_if_flagged(period, set_aside) for period in periods_from_bleeding_days(bleeding)
+    ]
+    read_clue_backup_settings(data, history)
+    return history
+
+
+def read_clue_backup_settings(data: dict, history: ImportedHistory) -> None:
+    """Her cycle and period lengths as she set them in Clue, as her profile's."""
     try:
         averages = data["settings"]["user_defaults"][0]["defaults"]["user_defined_averages"]
     except (KeyError, IndexError, TypeError):
@@ -126,4 +141,13 @@ def read_clue_backup(data: Any) -> ImportedHistory:
             history.profile[CLUE_BACKUP_SETTINGS[name]] = round(value)
         else:
             history.count_unmapped(f"settings.{name}")
-    return history
+
+
+def excluded_if_flagged(
+    period: ImportedPeriod, set_aside: dict[dt.date, str | None]
+) -> ImportedPeriod:
+    """The period, set aside with her note if one of its days carries Clue's flag."""
+    flagged = [day for day in set_aside if period.start <= day <= period.end]
+    if not flagged:
+        return period
+    return dataclasses.replace(period, excluded=True, notes=set_aside[min(flagged)])

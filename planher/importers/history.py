@@ -47,6 +47,7 @@ class ImportedPeriod:
     start: dt.date
     end: dt.date | None
     notes: str | None = None
+    excluded: bool = False  # the cycle it starts is set aside (Clue's excluded cycles)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -161,6 +161,7 @@ def import_report(history: ImportedHistory, plan: ImportPlan, dry_run: bool) -> 
         "format": history.format,
         "dry_run": dry_run,
         "periods": counted([period.start for period in plan.periods]),
+        "excluded_periods": [period.start for period in plan.periods if period.excluded],
         "moods": counted([mood.date for mood in plan.moods]),
         "observations": counted([sign.date for sign in plan.observations]),
         "profile": (

@@ -61,12 +61,15 @@ def exported_notes(notes: Any, where: str) -> str | None:
 
 
 def exported_period(period: dict, where: str) -> ImportedPeriod:
-    end = period.get("end_date")
+    end, excluded = period.get("end_date"), period.get("excluded", False)
     notes = exported_notes(period.get("notes"), where)
+    if not isinstance(excluded, bool):
+        raise MalformedFile(f"{where}.excluded: expected true or false")
     return ImportedPeriod(
         calendar_date(period.get("start_date"), f"{where}.start_date"),
         None if end is None else calendar_date(end, f"{where}.end_date"),
         notes,
+        excluded,
     )
 
 

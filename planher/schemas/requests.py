@@ -116,16 +116,24 @@ class ProfileUpdateBody(RequestBody):
     number_of_peak: NumberOfPeak = None
 
 
+EXCLUDED_DESCRIPTION = (
+    "The cycle this period starts is unusual (illness, the pill, a pregnancy loss, travel): "
+    "its length counts in no estimate; the period still places her days."
+)
+
+
 class PeriodBody(RequestBody):
     start_date: Date
     end_date: Date | None = None
     notes: Notes | None = None
+    excluded: bool = Field(False, description=EXCLUDED_DESCRIPTION)
 
 
 class PeriodUpdateBody(RequestBody):
     start_date: Date = None  # refuses null; end_date and notes may be cleared
     end_date: Date | None = None
     notes: Notes | None = None
+    excluded: bool = Field(None, description=EXCLUDED_DESCRIPTION)
 
 
 class MoodBody(RequestBody):

@@ -118,6 +118,7 @@ class PeriodOut(BaseModel):
     start_date: dt.date
     end_date: dt.date | None
     notes: str | None
+    excluded: bool = Field(description="the cycle it starts counts in no estimate")
     cycle_length: int | None = Field(description="days to the next recorded start")
     created_at: Timestamp
 
@@ -338,6 +339,9 @@ class ImportReportOut(BaseModel):
     format: ImportFormat
     dry_run: bool
     periods: ImportCountOut = Field(description="imported (with dry_run: would be)")
+    excluded_periods: list[dt.date] = Field(
+        description="the starts of those periods that come in with their cycle set aside"
+    )
     moods: ImportCountOut = Field(description="imported (with dry_run: would be)")
     observations: ImportCountOut = Field(description="imported (with dry_run: would be)")
     profile: ImportProfileOut | None = Field(description="null: the file has no settings")

@@ -66,12 +66,14 @@ PERIODS_AND_SIGNS_OF = sa.union_all(
         sa.literal_column("'period'").label("kind"),
         period_records.c.start_date.label("day"),
         period_records.c.end_date.label("until"),
+        period_records.c.excluded,
         *(sa.cast(sa.null(), observations.c[name].type).label(name) for name in SIGN_FIELDS[1:]),
     ).where(period_records.c.user_id == sa.bindparam("user_id")),
     sa.select(
         sa.literal_column("'sign'"),
         observations.c.date,
         sa.cast(sa.null(), sa.Date),
+        sa.cast(sa.null(), sa.Boolean),
         *(observations.c[name] for name in SIGN_FIELDS[1:]),
     ).where(observations.c.user_id == sa.bindparam("user_id")),
 )
@@ -87,12 +89,13 @@ def profile_of(connection: sa.Connection, user_id: int) -> dict[str, Any] | None
 
 def periods_and_signs_of(
     connection: sa.Connection, user_id: int
-) -> tuple[list[tuple[dt.date, dt.date | None]], list[dict[str, Any]]]:
-    """Her periods as (start, end) and her observations' signs, in no particular order."""
+) -> tuple[list[tuple[dt.date, dt.date | None, bool]], list[dict[str, Any]]]:
+    """Her periods as (start, end, excluded) and her observations' signs, in no order."""
     periods, signs = [], []
-    for kind, day, until, *sign in connection.execute(PERIODS_AND_SIGNS_OF, {"user_id": user_id}):
+    rows = connection.execute(PERIODS_AND_SIGNS_OF, {"user_id": user_id})
+    for kind, day, until, excluded, *sign in rows:
         if kind == "period":
-            periods.append((day, until))
+            periods.append((day, until, excluded))
         else:
             signs.append(dict(zip(SIGN_FIELDS, (day, *sign), strict=True)))
     return periods, signs

@@ -87,6 +87,8 @@ period_records = sa.Table(
     sa.Column("notes", sa.String(2000)),
     _timestamp_column("created_at"),
     _timestamp_column("updated_at"),
+    # The cycle this period starts is set aside: it counts in no estimate of cycle lengths.
+    sa.Column("excluded", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_period_records_user_start", "user_id", "start_date", unique=True),
 )
 

@@ -118,9 +118,7 @@ def clue_backup(days: list[dict]) -> bytes:
     ).encode()
 
 
-def test_a_clue_backups_excluded_cycle_keeps_its_first_period_day_and_empty_lists_are_no_entries(
-    client,
-):
+def test_a_clue_backups_excluded_cycle_comes_in_set_aside_from_its_first_day(client):
     account = create_account(client)
     days = [
         {"day": "2024-02-02T00:00:00Z", "period": "medium"},  # out of date order
@@ -138,10 +136,11 @@ def test_a_clue_backups_excluded_cycle_keeps_its_first_period_day_and_empty_list
     report = import_file(client, account, clue_backup(days))
     assert report.status_code == 200, report.text
     periods = client.get("/periods/", headers=account.headers).json()
-    assert [(p["start_date"], p["end_date"]) for p in periods] == [
-        ("2024-02-01", "2024-02-02"),  # from the day that carries the flag, not a day late
-        ("2024-01-05", "2024-01-06"),
+    assert [(p["start_date"], p["end_date"], p["excluded"], p["notes"]) for p in periods] == [
+        ("2024-02-01", "2024-02-02", True, "flu"),  # from the flagged day, not a day late
+        ("2024-01-05", "2024-01-06", False, None),
     ]
+    assert report.json()["excluded_periods"] == ["2024-02-01"]
     unmapped = report.json()["unmapped"]
     assert unmapped.get("energy") == 1  # the one day with an entry, not all six
     assert "mood" not in unmapped and "pain" not in unmapped

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import create_account, day
+from conftest import create_account, day, import_file
 from planher.config import MAX_DATABASE_ID
 
 
@@ -29,6 +29,7 @@ def test_create_returns_the_period_with_its_length(client, account):
         "start_date",
         "end_date",
         "notes",
+        "excluded",
         "length_days",
         "cycle_length",
         "created_at",
@@ -264,3 +265,71 @@ def test_concurrent_overlapping_posts_store_exactly_one(client, account):
         client.get(f"/periods/?to={day(-250)}", headers=account.headers).headers["X-Total-Count"]
         == "1"
     )
+
+
+# ── cycles she sets aside ──
+
+
+def log_periods(client, account, offsets: list[int], excluded: int | None = None) -> list[dict]:
+    logged = []
+    for offset in offsets:
+        body = {"start_date": day(offset), "end_date": day(offset + 4)}
+        if offset == excluded:
+            body["excluded"] = True
+        response = client.post("/periods/", headers=account.headers, json=body)
+        assert response.status_code == 201, response.text
+        logged.append(response.json())
+    return logged
+
+
+def length_estimate(client, account) -> int:
+    answer = client.get("/predictions/current", headers=account.headers)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["cycle"]["length_estimate"]
+
+
+def test_a_cycle_she_sets_aside_counts_in_no_estimate_and_still_places_her_days(client):
+    # Cycles of 28, 28, 45 and 28 days, then the open one.
+    starts = [-139, -111, -83, -38, -10]
+    unusual = create_account(client)
+    logged = log_periods(client, unusual, starts)
+    longer = length_estimate(client, unusual)
+    usual = create_account(client)
+    log_periods(client, usual, [-94, -66, -38, -10])  # 28, 28, 28
+    assert longer > length_estimate(client, usual)
+
+    the_45_day_cycle = logged[2]
+    changed = client.put(
+        f"/periods/{the_45_day_cycle['id']}", headers=unusual.headers, json={"excluded": True}
+    )
+    assert changed.status_code == 200 and changed.json()["excluded"] is True
+    assert changed.json()["cycle_length"] == 45  # still its real length, shown
+    assert length_estimate(client, unusual) == length_estimate(client, usual)
+
+    mood = client.post(
+        "/moods/", headers=unusual.headers, json={"date": day(-80), "energy_level": 1}
+    ).json()
+    assert mood["day_of_cycle"] == 4  # her days in that cycle are still placed
+    listed = client.get("/periods/", headers=unusual.headers).json()
+    assert [period["excluded"] for period in listed] == [False, False, True, False, False]
+    exported = client.get("/users/me/export", headers=unusual.headers)
+    assert sorted(period["excluded"] for period in exported.json()["periods"]) == [False] * 4 + [
+        True
+    ]
+    moved = create_account(client)
+    report = import_file(client, moved, exported.content).json()
+    assert report["excluded_periods"] == [day(-83)]
+    assert length_estimate(client, moved) == length_estimate(client, usual)
+
+
+def test_excluded_is_false_unless_she_says_so_and_never_null(client, account):
+    [period] = log_periods(client, account, [-20])
+    assert period["excluded"] is False
+    refused = client.put(
+        f"/periods/{period['id']}", headers=account.headers, json={"excluded": None}
+    )
+    assert refused.status_code == 422
+    created = client.post(
+        "/periods/", headers=account.headers, json={"start_date": day(-50), "excluded": True}
+    )
+    assert created.status_code == 201 and created.json()["excluded"] is True

@@ -63,3 +63,12 @@ def test_a_woman_without_a_profile_is_shrunk_towards_the_prior_and_her_profile_w
     assert CycleCalendar.build(one_cycle).estimate.days == 29.0
     profile = {"cycle_length": 26, "luteal_length": 14, "menses_length": 5}
     assert CycleCalendar.build(one_cycle, profile, prior=prior).estimate.days == 28.0
+
+
+def test_a_cycle_set_aside_counts_in_no_length_and_in_no_population_prior():
+    starts = [D + days(offset) for offset in (0, 28, 56, 101, 129)]  # 28, 28, 45, 28
+    assert cycle_lengths(starts) == [28, 28, 45, 28]
+    assert cycle_lengths(starts, {D + days(56)}) == [28, 28, 28]
+    usual = [cycle_lengths([D + days(offset) for offset in (0, 28, 56, 84)])] * 40
+    set_aside = [cycle_lengths(starts, {D + days(56)})] * 40
+    assert population_cycle_prior(set_aside) == population_cycle_prior(usual)
