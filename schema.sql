@@ -137,7 +137,8 @@ CREATE UNIQUE INDEX ix_user_models_user_version ON user_models (user_id, version
 CREATE TABLE calendar_feeds (
     user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
     token_hash VARCHAR(64) NOT NULL,
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    remind_days_before INTEGER
 );
 CREATE UNIQUE INDEX ix_calendar_feeds_token_hash ON calendar_feeds (token_hash);
 

@@ -27,7 +27,12 @@ from starlette.routing import Route
 
 from planher.api.admin import admin_audit, admin_users
 from planher.api.auth import auth_me, login, logout, refresh, register
-from planher.api.calendar import calendar_feed, create_calendar_feed, delete_calendar_feed
+from planher.api.calendar import (
+    calendar_feed,
+    create_calendar_feed,
+    delete_calendar_feed,
+    update_calendar_feed,
+)
 from planher.api.docs import docs, docs_asset, openapi_json
 from planher.api.imports import import_me
 from planher.api.moods import create_mood, delete_mood, list_moods, update_mood
@@ -122,7 +127,12 @@ ROUTES = [
     resource("/users/me", get=auth_me, put=update_me, delete=delete_me),
     resource("/users/me/export", get=export_me),
     resource("/users/me/import", post=import_me),
-    resource("/users/me/calendar-feed", post=create_calendar_feed, delete=delete_calendar_feed),
+    resource(
+        "/users/me/calendar-feed",
+        post=create_calendar_feed,
+        put=update_calendar_feed,
+        delete=delete_calendar_feed,
+    ),
     resource("/calendar/{feed_token}.ics", get=calendar_feed),
     resource("/profiles/me", get=get_profile, post=create_profile, put=update_profile),
     *with_and_without_slash("/periods", get=list_periods, post=create_period),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,23 @@ from planher.config import (
     FERTILE_DAYS_BEFORE_OVULATION,
 )
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
+
+REMINDER_LOCAL_TIME = dt.time(9, 0)  # in her time zone, on the day she asked to be told
+
+
+@dataclasses.dataclass(frozen=True)
+class Reminder:
+    """An alarm `days_before` each predicted period, at REMINDER_LOCAL_TIME in `time_zone`."""
+
+    days_before: int
+    time_zone: str
+
+    def at(self, period_start: dt.date) -> dt.datetime:
+        """When to remind her, in UTC: a fixed instant, so a daylight-saving change between
+        now and then cannot move it off 09:00 her time."""
+        day = period_start - dt.timedelta(days=self.days_before)
+        local = dt.datetime.combine(day, REMINDER_LOCAL_TIME, zoneinfo.ZoneInfo(self.time_zone))
+        return local.astimezone(dt.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +77,12 @@ def calendar_feed_ics(
     today: dt.date,
     feed_key: str,
     now: dt.datetime,
+    reminder: Reminder | None = None,
 ) -> bytes:
     """Her calendar as iCalendar: logged periods, the next predicted ones and their fertile
     windows, as all-day events. UIDs are stable (a logged period's row id; a prediction's
-    place after her latest logged start), so calendar apps update events, not repeat them."""
+    place after her latest logged start), so calendar apps update events, not repeat them.
+    With a `reminder`, each predicted period carries an alarm (VALARM, DISPLAY)."""
     feed = icalendar.Calendar()
     feed.add("prodid", "-//PlanHer//Cycle calendar//EN")
     feed.add("version", "2.0")
@@ -72,7 +92,14 @@ def calendar_feed_ics(
     feed.add("refresh-interval", dt.timedelta(hours=6), parameters={"VALUE": "DURATION"})
     feed.add("x-published-ttl", "PT6H")
 
-    def event(uid: str, summary: str, first: dt.date, last: dt.date, description: str) -> None:
+    def event(
+        uid: str,
+        summary: str,
+        first: dt.date,
+        last: dt.date,
+        description: str,
+        alarm: dt.datetime | None = None,
+    ) -> None:
         entry = icalendar.Event()
         entry.add("uid", f"{uid}-{feed_key}@planher")
         entry.add("dtstamp", now.replace(tzinfo=dt.UTC))
@@ -81,6 +108,8 @@ def calendar_feed_ics(
         entry.add("summary", summary)
         entry.add("description", description)
         entry.add("transp", "TRANSPARENT")
+        if alarm is not None:
+            entry.add_component(period_alarm(alarm, first))
         feed.add_component(entry)
 
     for row in periods:
@@ -96,6 +125,7 @@ def calendar_feed_ics(
             predicted.start,
             predicted.start + dt.timedelta(days=calendar.menses_length - 1),
             f"Predicted to start {predicted.start}, likely between {earliest} and {latest}.",
+            None if reminder is None else reminder.at(predicted.start),
         )
         first, last = predicted.fertile_window
         event(
@@ -106,3 +136,11 @@ def calendar_feed_ics(
             "Estimated from her cycle length and luteal phase; not contraception.",
         )
     return feed.to_ical()
+
+
+def period_alarm(at: dt.datetime, period_start: dt.date) -> icalendar.Alarm:
+    alarm = icalendar.Alarm()
+    alarm.add("action", "DISPLAY")
+    alarm.add("trigger", at, parameters={"VALUE": "DATE-TIME"})
+    alarm.add("description", f"Your period is predicted to start {period_start}.")
+    return alarm

@@ -136,6 +136,7 @@ RETENTION_RETRY_S = 60
 # The calendar feed: her logged periods, and this many predicted ones with fertile windows.
 CALENDAR_PREDICTED_PERIODS = 6
 CALENDAR_FEED_TOKEN_BYTES = 32
+REMIND_MAX_DAYS_BEFORE = 7  # the furthest ahead a feed's reminder may be set
 
 # Cycle arithmetic (all in days).
 # Imported bleeding days with at most this many days between them belong to one period

@@ -30,6 +30,7 @@ from planher.config import (
     PASSWORD_MAX_BYTES,
     PASSWORD_MIN_CHARS,
     PERIOD_MAX_DAYS,
+    REMIND_MAX_DAYS_BEFORE,
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
     TIME_ZONE_MAX_CHARS,
@@ -202,6 +203,7 @@ CycleLength = Annotated[int, Field(ge=CYCLE_MIN_DAYS, le=CYCLE_MAX_DAYS), Whole]
 LutealLength = Annotated[int, Field(ge=7, le=20), Whole]
 MensesLength = Annotated[int, Field(ge=1, le=PERIOD_MAX_DAYS), Whole]
 NumberOfPeak = Annotated[int, Field(ge=0, le=10), Whole]
+RemindDaysBefore = Annotated[int, Field(ge=0, le=REMIND_MAX_DAYS_BEFORE), Whole]
 
 
 def _not_a_boolean(value: Any) -> Any:

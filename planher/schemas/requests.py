@@ -38,6 +38,7 @@ from planher.schemas.fields import (
     NewPassword,
     Notes,
     NumberOfPeak,
+    RemindDaysBefore,
     RequestBody,
     RetentionDays,
     TimeZone,
@@ -186,3 +187,17 @@ class PredictionQuery(BaseModel):
 class ForecastQuery(BaseModel):
     days: int = Field(DEFAULT_FORECAST_DAYS, ge=1, le=MAX_FORECAST_DAYS)
     date: Date | None = Field(None, description="The first day. Left out: her today.")
+
+
+REMINDER_DESCRIPTION = (
+    "An alarm this many days before each predicted period, at 09:00 her time (0: on the "
+    "day); null: no reminders."
+)
+
+
+class CalendarFeedBody(RequestBody):
+    remind_days_before: RemindDaysBefore | None = Field(None, description=REMINDER_DESCRIPTION)
+
+
+class CalendarFeedUpdateBody(RequestBody):
+    remind_days_before: RemindDaysBefore | None = Field(description=REMINDER_DESCRIPTION)

@@ -351,7 +351,14 @@ class ImportReportOut(BaseModel):
     )
 
 
-class CalendarFeedOut(BaseModel):
+class CalendarFeedReminderOut(BaseModel):
+    remind_days_before: int | None = Field(
+        description="an alarm this many days before each predicted period, at 09:00 her "
+        "time; null: none"
+    )
+
+
+class CalendarFeedOut(CalendarFeedReminderOut):
     url: str = Field(
         description="Her secret iCalendar feed: anyone with it sees her periods and "
         "predictions, so share it only with her calendar app"

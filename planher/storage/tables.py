@@ -151,6 +151,7 @@ calendar_feeds = sa.Table(
     ),
     sa.Column("token_hash", sa.String(64), nullable=False),
     _timestamp_column("created_at"),
+    sa.Column("remind_days_before", sa.Integer),  # an alarm this many days before, or none
     sa.Index("ix_calendar_feeds_token_hash", "token_hash", unique=True),
 )
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import itertools
+import zoneinfo
 from urllib.parse import urlsplit
 
 import icalendar
@@ -102,3 +103,73 @@ def test_the_feed_endpoints_need_her_token(client):
 
 def test_a_feed_with_nothing_logged_is_an_empty_calendar(client, account):
     assert events_of(client.get(feed_path(client, account))) == []
+
+
+# ── reminders ──
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+
+
+def alarms_by_period(client, path: str) -> dict[dt.date, list]:
+    predicted = by_summary(events_of(client.get(path)))["Period (predicted)"]
+    return {
+        event["DTSTART"].dt: [alarm["TRIGGER"].dt for alarm in event.walk("VALARM")]
+        for event in predicted
+    }
+
+
+def test_reminders_ring_at_nine_her_time_the_days_she_asked_before_each_predicted_period(
+    client, account
+):
+    client.put("/users/me", headers=account.headers, json={"time_zone": "Europe/Berlin"})
+    log_cycles(client, account, starts=(-60, -32, -4))
+    created = client.post(
+        "/users/me/calendar-feed", headers=account.headers, json={"remind_days_before": 2}
+    )
+    assert created.status_code == 201 and created.json()["remind_days_before"] == 2
+    path = urlsplit(created.json()["url"]).path
+    alarms = alarms_by_period(client, path)
+    assert len(alarms) == CALENDAR_PREDICTED_PERIODS
+    utc_hours = set()
+    for start, triggers in alarms.items():
+        [trigger] = triggers
+        local = trigger.astimezone(BERLIN)
+        assert (local.date(), local.time()) == (start - dt.timedelta(days=2), dt.time(9, 0))
+        utc_hours.add(trigger.astimezone(dt.UTC).hour)
+    # Six cycles ahead cross a daylight-saving change: 08:00Z in winter, 07:00Z in summer.
+    assert utc_hours == {7, 8}
+    event = next(iter(by_summary(events_of(client.get(path)))["Period (predicted)"]))
+    [alarm] = event.walk("VALARM")
+    assert str(alarm["ACTION"]) == "DISPLAY" and "predicted" in str(alarm["DESCRIPTION"])
+
+
+def test_changing_reminders_keeps_her_feed_url_and_null_turns_them_off(client, account):
+    log_cycles(client, account)
+    path = feed_path(client, account)
+    assert all(triggers == [] for triggers in alarms_by_period(client, path).values())
+    changed = client.put(
+        "/users/me/calendar-feed", headers=account.headers, json={"remind_days_before": 0}
+    )
+    assert changed.status_code == 200 and changed.json() == {"remind_days_before": 0}
+    for start, [trigger] in alarms_by_period(client, path).items():  # the same URL
+        assert trigger.astimezone(dt.UTC).date() == start  # UTC: 09:00 her time, that day
+    off = client.put(
+        "/users/me/calendar-feed", headers=account.headers, json={"remind_days_before": None}
+    )
+    assert off.status_code == 200 and off.json() == {"remind_days_before": None}
+    assert all(triggers == [] for triggers in alarms_by_period(client, path).values())
+
+
+def test_reminders_are_0_to_7_days_and_need_a_feed(client, account):
+    for wrong in (8, -1, "2", 1.5):
+        answer = client.put(
+            "/users/me/calendar-feed", headers=account.headers, json={"remind_days_before": wrong}
+        )
+        assert answer.status_code == 422, wrong
+    assert (
+        client.put("/users/me/calendar-feed", headers=account.headers, json={}).status_code == 422
+    )
+    missing = client.put(
+        "/users/me/calendar-feed", headers=account.headers, json={"remind_days_before": 1}
+    )
+    assert missing.status_code == 404
