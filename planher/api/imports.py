@@ -120,39 +120,17 @@ def import_history(connection: sa.Connection, user_id: int, *planning: Any) -> I
     stamps = {"user_id": user_id, "created_at": now, "updated_at": now}
     if plan.profile is not None:
         connection.execute(user_profiles.insert().values(**stamps, **plan.profile))
-    if plan.periods:
-        connection.execute(
-            period_records.insert(),
-            [
-                {
-                    **stamps,
-                    "start_date": p.start,
-                    "end_date": p.end,
-                    "notes": p.notes,
-                    "excluded": p.excluded,
-                }
-                for p in plan.periods
-            ],
-        )
-    if plan.moods:
-        connection.execute(
-            daily_moods.insert(),
-            [
-                {
-                    **stamps,
-                    "date": mood.date,
-                    "energy_level": mood.energy_level,
-                    "notes": mood.notes,
-                    "day_of_cycle": mood.day_of_cycle,
-                }
-                for mood in plan.moods
-            ],
-        )
-    if plan.observations:
-        connection.execute(
-            observations.insert(),
-            [{**stamps, **dataclasses.asdict(sign)} for sign in plan.observations],
-        )
+    new_rows = {
+        period_records: [
+            {"start_date": p.start, "end_date": p.end, "notes": p.notes, "excluded": p.excluded}
+            for p in plan.periods
+        ],
+        daily_moods: [dataclasses.asdict(mood) for mood in plan.moods],
+        observations: [dataclasses.asdict(sign) for sign in plan.observations],
+    }
+    for table, rows in new_rows.items():
+        if rows:
+            connection.execute(table.insert(), [{**stamps, **row} for row in rows])
     return plan
 
 

@@ -96,11 +96,14 @@ def calendar_and_last_served(
     return calendar_of(connection, user_id, prior), last_served(connection, user_id, date)
 
 
+def told_something_new(last: dict | None, served: dict[str, Any]) -> bool:
+    return last != {name: served[name] for name in SERVED_FIELDS}
+
+
 def record_served(connection: sa.Connection, served: dict[str, Any]) -> None:
     """Record a served prediction unless it is what she was last told about its date."""
     lock_her_writes(connection, served["user_id"])
-    last = last_served(connection, served["user_id"], served["date"])
-    if last != {name: served[name] for name in SERVED_FIELDS}:
+    if told_something_new(last_served(connection, served["user_id"], served["date"]), served):
         connection.execute(predictions.insert().values(**served, created_at=utc_now()))
 
 
@@ -131,7 +134,7 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Any:
         "model_version": energy[1].version,
         "source": energy[1].source,
     }
-    if last != {name: served[name] for name in SERVED_FIELDS}:
+    if told_something_new(last, served):  # checked again, under her lock, as it is written
         await database.write(record_served, served)
     return prediction
 

@@ -25,6 +25,7 @@ from planher.storage.queries import (
     SIGN_FIELDS,
     email_taken,
     fetch_profile,
+    revoking_logins,
 )
 from planher.storage.tables import (
     audit_events,
@@ -86,12 +87,8 @@ def save_account_changes(
         )
     )
     if "password_hash" in changes:
-        connection.execute(
-            logins.update()
-            .where(logins.c.user_id == user_id, logins.c.id != login_id)
-            .where(logins.c.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason="password_change")
-        )
+        others = sa.and_(logins.c.user_id == user_id, logins.c.id != login_id)
+        connection.execute(revoking_logins(others, "password_change"))
     if events:
         connection.execute(audit_events.insert(), events)
     return row

@@ -124,7 +124,7 @@ class Database:
         self.timeout_s, self.pool_size = timeout_s, pool_size
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.engine: AsyncEngine | None = None  # PostgreSQL's, or SQLite's for large reads
-        self._autocommit: AsyncEngine | None = None  # statements on their own, large reads
+        self._autocommit: AsyncEngine | None = None  # PostgreSQL's, for the held connections
         self._held: HeldConnections | None = None  # PostgreSQL's, for reads
         self._reader: sa.Engine | None = None
         self._writer: SQLiteWriter | None = None
@@ -166,9 +166,7 @@ class Database:
         sync_url = url.set(drivername="sqlite")
         # Large reads stream on aiosqlite's thread, in autocommit mode: they never take
         # the write lock, and the event loop serves requests between their chunks.
-        self.engine = self._autocommit = create_async_engine(
-            url, isolation_level="AUTOCOMMIT", **options
-        )
+        self.engine = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
         sa.event.listen(self.engine.sync_engine, "connect", on_connect)
         writer_engine = sa.create_engine(
             sync_url,
@@ -305,11 +303,13 @@ class Database:
             return take(
                 await self._on_held(lambda connection: connection.execute(statement, values))
             )
+
+        def run_statement(connection: sa.Connection) -> Any:
+            return take(connection.execute(statement, values))
+
         if isinstance(statement, sa.Select):
-            return self._read_inline(lambda connection: take(connection.execute(statement, values)))
-        return await self._writer.run(
-            lambda connection: take(connection.execute(statement, values))
-        )
+            return self._read_inline(run_statement)
+        return await self._writer.run(run_statement)
 
     def _read_inline(self, work: UnitOfWork) -> Any:
         try:
@@ -381,7 +381,7 @@ class Database:
 
     def _unavailable(self, error: BaseException) -> DatabaseUnavailable:
         """The 503's exception for `error`, which stays attached as its cause."""
-        if self._held is not None:
+        if self._held is not None:  # the server may have dropped them all, as it did this one
             self._held.forget_all()
         return unavailable_because(error, self.timeout_s)
 

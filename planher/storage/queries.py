@@ -50,12 +50,17 @@ async def signed_in_from(
     return found is not None
 
 
-async def revoke_logins(database: Database, condition: Any, reason: str) -> None:
-    await database.execute(
+def revoking_logins(condition: Any, reason: str) -> sa.Update:
+    """The statement that revokes the live logins `condition` selects."""
+    return (
         logins.update()
         .where(condition, logins.c.revoked_at.is_(None))
         .values(revoked_at=utc_now(), revoked_reason=reason)
     )
+
+
+async def revoke_logins(database: Database, condition: Any, reason: str) -> None:
+    await database.execute(revoking_logins(condition, reason))
 
 
 PROFILE_OF = user_profiles.select().where(user_profiles.c.user_id == sa.bindparam("user_id"))
