@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,9 +29,6 @@ from planher.storage.failures import (
 from planher.storage.held_connections import HeldConnections
 from planher.storage.sqlite_writer import SQLiteWriter, UnitOfWork
 from planher.storage.tables import schema_migrations
-
-# aiosqlite logs each call with its arguments at DEBUG, and those are her data: keep it quiet.
-logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 # How both drivers' "that row already exists" reaches us.
 UNIQUE_VIOLATIONS = sa.exc.IntegrityError
@@ -103,7 +99,7 @@ class Database:
     work: one plain function over a SQLAlchemy `Connection`, written once for both
     databases, run by `write` (in a transaction) or `read` (without one). Single statements
     have `fetch_all`, `fetch_one`, `fetch_val` and `execute`; reads of many rows
-    `fetch_large`, which streams them in chunks and hands the event loop back in between.
+    `fetch_large`, which reads them off the event loop.
 
     Every call is bounded by the timeout; a failed call gives its connection back, a call
     that timed out or lost its server discards it, and either way the client gets
@@ -123,7 +119,8 @@ class Database:
         self.url, self.display_url = url, masked_url(url)
         self.timeout_s, self.pool_size = timeout_s, pool_size
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-        self.engine: AsyncEngine | None = None  # PostgreSQL's, or SQLite's for large reads
+        self.engine: AsyncEngine | None = None  # PostgreSQL's
+        self._large_reader: sa.Engine | None = None  # SQLite's, for large reads on a thread
         self._autocommit: AsyncEngine | None = None  # PostgreSQL's, for the held connections
         self._held: HeldConnections | None = None  # PostgreSQL's, for reads
         self._reader: sa.Engine | None = None
@@ -163,13 +160,25 @@ class Database:
         # SQLite itself gives up on a lock a little before our timeout: a clean error
         # rather than an abandoned connection.
         on_connect = _configure_sqlite(int(self.timeout_s * 900))
-        sync_url = url.set(drivername="sqlite")
-        # Large reads stream on aiosqlite's thread, in autocommit mode: they never take
-        # the write lock, and the event loop serves requests between their chunks.
-        self.engine = create_async_engine(url, isolation_level="AUTOCOMMIT", **options)
-        sa.event.listen(self.engine.sync_engine, "connect", on_connect)
+        # Large reads run whole on a worker thread, on read-only connections of their own:
+        # they never take the write lock nor hold up the event loop, and a read cancelled
+        # halfway (a shutdown) finishes on its thread instead of leaving a driver thread
+        # waited on for ever, as aiosqlite's connections could.
+        self._large_reader = sa.create_engine(
+            url,
+            pool_size=self.pool_size,
+            max_overflow=0,
+            pool_timeout=self.timeout_s,
+            connect_args={"check_same_thread": False},
+            hide_parameters=True,
+        )
+        sa.event.listen(
+            self._large_reader,
+            "connect",
+            _configure_sqlite(int(self.timeout_s * 900), "PRAGMA query_only = ON"),
+        )
         writer_engine = sa.create_engine(
-            sync_url,
+            url,
             poolclass=sa.pool.StaticPool,  # the writer's one connection
             connect_args={"check_same_thread": False},  # closed from the loop's thread
             hide_parameters=True,
@@ -177,7 +186,7 @@ class Database:
         sa.event.listen(writer_engine, "connect", on_connect)
         sa.event.listen(writer_engine, "begin", _begin_immediately)
         self._reader = sa.create_engine(
-            sync_url,
+            url,
             poolclass=sa.pool.StaticPool,  # one connection, only ever used on the loop
             connect_args={"check_same_thread": False},
             hide_parameters=True,
@@ -198,6 +207,8 @@ class Database:
             await self._held.close()
         if self.engine is not None:
             await self.engine.dispose()
+        if self._large_reader is not None:
+            self._large_reader.dispose()
         if self._writer is not None:
             writer = self._writer
             await asyncio.to_thread(writer.close)
@@ -205,7 +216,7 @@ class Database:
         if self._reader is not None:
             self._reader.dispose()
         self.engine = self._autocommit = self._held = None
-        self._reader = self._writer = None
+        self._reader = self._writer = self._large_reader = None
 
     async def check_writable(self) -> None:
         """DatabaseUnavailable unless a write could begin now. The probe is a write that
@@ -217,6 +228,8 @@ class Database:
     def connections_in_use(self) -> int:
         """Pooled connections in use now (held ones waiting for a read are not): 0 whenever
         no call is running."""
+        if self._large_reader is not None:
+            return self._large_reader.pool.checkedout()
         if self.engine is None:
             return 0
         held_idle = 0 if self._held is None else self._held.open_and_idle
@@ -277,14 +290,16 @@ class Database:
         await self._run(query, _nothing, values)
 
     async def fetch_large(self, query: sa.Select) -> list[dict[str, Any]]:
-        """Every row of a read that may be large (training data, an export), fetched in
-        chunks of LARGE_READ_CHUNK_ROWS, each its own awaited call: the event loop serves
-        other requests in between, and each chunk is bounded by the timeout."""
+        """Every row of a read that may be large (training data, an export), off the event
+        loop: on SQLite whole, on a worker thread; on PostgreSQL from a server-side cursor
+        in chunks of LARGE_READ_CHUNK_ROWS, each its own awaited call bounded by the
+        timeout, the event loop serving other requests in between."""
+        if self._large_reader is not None:
+            return await asyncio.to_thread(self._read_large_on_a_thread, query)
         rows: list[dict[str, Any]] = []
         # On PostgreSQL a server-side cursor lives in a transaction.
         async with self._connection(self.engine) as connection:
-            if self.dialect == "postgresql":
-                await self._call(connection.begin())
+            await self._call(connection.begin())
             result = await self._call(
                 connection.stream(query.execution_options(yield_per=LARGE_READ_CHUNK_ROWS))
             )
@@ -297,7 +312,7 @@ class Database:
 
     async def _run(self, query: Query, take: Callable, values: Any = None) -> Any:
         statement = sa.text(query) if isinstance(query, str) else query
-        if self.engine is None:
+        if self.engine is None and self._writer is None:
             raise self._unavailable(ConnectionError("the database is not connected"))
         if self._writer is None:  # PostgreSQL: one statement, one round trip
             return take(
@@ -310,6 +325,15 @@ class Database:
         if isinstance(statement, sa.Select):
             return self._read_inline(run_statement)
         return await self._writer.run(run_statement)
+
+    def _read_large_on_a_thread(self, query: sa.Select) -> list[dict[str, Any]]:
+        try:
+            with self._large_reader.connect() as connection:
+                return all_rows(connection.execute(query))
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            raise self._unavailable(error) from error
 
     def _read_inline(self, work: UnitOfWork) -> Any:
         try:

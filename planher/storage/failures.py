@@ -43,13 +43,13 @@ def masked_url(url: str) -> str:
 
 
 def driver_url(url: str) -> sa.URL:
-    """`sqlite:///file` or `postgresql://…` (`postgres://` too) as the async driver's URL."""
+    """`sqlite:///file` (the stdlib driver) or `postgresql://…` (`postgres://` too: asyncpg)."""
     parsed = sa.make_url(url)
     backend = parsed.drivername.partition("+")[0]
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             raise sa.exc.ArgumentError("PlanHer keeps its data in a file: sqlite:///planher.db")
-        return parsed.set(drivername="sqlite+aiosqlite")
+        return parsed.set(drivername="sqlite")
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
     raise sa.exc.ArgumentError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
