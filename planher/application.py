@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import gc
 import hashlib
@@ -16,7 +15,6 @@ from typing import Any
 import itsdangerous
 import sqlalchemy as sa
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -50,19 +48,13 @@ from planher.api.users import delete_me, export_me, update_me
 from planher.config import (
     CORS_EXPOSED_HEADERS,
     CORS_REQUEST_HEADERS,
-    POPULATION_PRIOR_REFRESH_S,
     RETENTION_RETRY_S,
     RETENTION_SWEEP_INTERVAL_S,
     Settings,
 )
-from planher.cycles.lengths import (
-    TEXTBOOK_CYCLE_PRIOR,
-    CyclePrior,
-    cycle_lengths,
-    population_cycle_prior,
-)
 from planher.energy.models import MODEL_SIGNATURE_SALT, ModelCache
 from planher.energy.trainer import Trainer
+from planher.population_store import PopulationStore
 from planher.security.authentication import BearerTokenBackend
 from planher.security.passwords import hash_password
 from planher.security.rate_limits import RequestCounter
@@ -71,7 +63,6 @@ from planher.storage.database import Database, background_task, database_for
 from planher.storage.failures import DatabaseUnavailable, FailureLog, failure_kind
 from planher.storage.migrations import migrate
 from planher.storage.queries import delete_expired_history
-from planher.storage.tables import period_records
 from planher.web.access_log import mask_secret_paths
 from planher.web.endpoint import Handler
 from planher.web.error_handlers import (
@@ -179,34 +170,6 @@ async def sweep_expired_history_daily(database: Database) -> None:
         )
 
 
-async def refresh_cycle_prior(app: Starlette) -> None:
-    """Everyone's cycles, read in chunks and summed up in a worker thread: the prior for a
-    woman with few cycles of her own (app.state.cycle_prior)."""
-    rows = await app.state.database.fetch_large(
-        sa.select(period_records.c.user_id, period_records.c.start_date, period_records.c.excluded)
-    )
-
-    def summarize() -> CyclePrior:
-        starts, set_aside = collections.defaultdict(list), collections.defaultdict(set)
-        for row in rows:
-            starts[row["user_id"]].append(row["start_date"])
-            if row["excluded"]:
-                set_aside[row["user_id"]].add(row["start_date"])
-        return population_cycle_prior(
-            cycle_lengths(dates, set_aside[owner]) for owner, dates in starts.items()
-        )
-
-    app.state.cycle_prior = await run_in_threadpool(summarize)
-
-
-async def refresh_cycle_prior_hourly(app: Starlette) -> None:
-    """From start-up on, in the background: start-up never waits for everyone's periods."""
-    while True:
-        with contextlib.suppress(DatabaseUnavailable):
-            await refresh_cycle_prior(app)
-        await asyncio.sleep(POPULATION_PRIOR_REFRESH_S)
-
-
 def log_beside_uvicorn() -> None:
     """Uvicorn configures only its own loggers: unless something else configured logging,
     PlanHer's INFO lines (migrations applied, models trained, clients gone) are written
@@ -258,7 +221,7 @@ async def lifespan(app: Starlette):
         await sweep_expired_history(database)
         chores = [
             background_task(sweep_expired_history_daily(database)),
-            background_task(refresh_cycle_prior_hourly(app)),
+            background_task(app.state.cycle_population.keep_fresh()),
         ]
         yield
         for chore in chores:
@@ -305,7 +268,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database_for(settings)
     app.state.failure_log = FailureLog(app.state.database.display_url)
     app.state.model_cache = ModelCache(settings.model_cache_size)
-    app.state.cycle_prior = TEXTBOOK_CYCLE_PRIOR
+    app.state.cycle_population = PopulationStore(app.state.database, settings.population_check_s)
     app.state.trainer = Trainer(app)
     app.state.request_counter = RequestCounter(settings.rate_limits["api_user"])
     app.state.rate_limits_purged_at = -math.inf

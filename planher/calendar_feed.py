@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,18 +45,17 @@ class PredictedPeriod:
 
 def predicted_periods(calendar: CycleCalendar, today: dt.date, count: int) -> list[PredictedPeriod]:
     """Her next `count` periods, each with its likely range (wider the further ahead: the
-    errors of successive cycles add up) and the fertile window of the cycle before it."""
+    lengths of the cycles between add up, and so do their uncertainties) and the fertile
+    window of the cycle before it."""
     outlook = calendar.outlook(today, today)
     if outlook["next_period_start"] is None:
         return []
-    length, range_days = calendar.estimate.length, calendar.estimate.range_days
-    first_range_days = (outlook["next_period_start"] - outlook["next_period_range"][0]).days
+    last_start, length = outlook["last_period_start"], calendar.estimate.median
+    until_then = calendar.open_cycle_seen_on(today).forecast
     predicted = []
     for number in range(1, count + 1):
         start = outlook["next_period_start"] + dt.timedelta(days=(number - 1) * length)
-        spread = dt.timedelta(
-            days=round(math.sqrt(first_range_days**2 + (number - 1) * range_days**2))
-        )
+        range_ = tuple(outlook["next_period_range"])
         ovulation = start - dt.timedelta(days=calendar.luteal_length + 1)
         fertile_window = (
             ovulation - dt.timedelta(days=FERTILE_DAYS_BEFORE_OVULATION),
@@ -65,9 +63,11 @@ def predicted_periods(calendar: CycleCalendar, today: dt.date, count: int) -> li
         )
         if number == 1:  # this cycle's: where her observations may have placed it
             fertile_window = tuple(outlook["fertile_window"])
-        predicted.append(
-            PredictedPeriod(number, start, (start - spread, start + spread), fertile_window)
-        )
+        else:
+            until_then = until_then.then(calendar.estimate)
+            earliest, latest = (last_start + dt.timedelta(days=d) for d in until_then.interval)
+            range_ = (min(earliest, start), max(latest, start))
+        predicted.append(PredictedPeriod(number, start, range_, fertile_window))
     return predicted
 
 

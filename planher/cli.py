@@ -20,10 +20,11 @@ from starlette.applications import Starlette
 from planher.application import with_app
 from planher.clock import utc_now, utc_today
 from planher.config import DEMO_DAYS, Settings
+from planher.cycle_evaluation import FEDCYCLE_DATA, CycleFileError
 from planher.energy.demo import bayes_rate, generate_demo_history
 from planher.energy.store import training_samples
 from planher.energy.trainer import retrain_if_due, train_and_store
-from planher.evaluation import ENERGY_EVALUATION_WOMEN, FEDCYCLE_DATA, evaluation_report
+from planher.evaluation import ENERGY_EVALUATION_WOMEN, evaluation_report
 from planher.schemas.fields import Email, NewPassword
 from planher.schemas.responses import ModelSummaryOut
 from planher.security.passwords import hash_password
@@ -139,10 +140,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     evaluate_parser = commands.add_parser(
         "evaluate",
-        help="print the next-period figures on FedCycleData and the energy figures on the "
-        "demo generator, beside their baselines",
+        help="print the next-period figures on FedCycleData (and on your own cycles) and the "
+        "energy figures on the demo generator, beside their baselines",
     )
     evaluate_parser.add_argument("--fedcycle", type=Path, default=FEDCYCLE_DATA)
+    evaluate_parser.add_argument(
+        "--cycles",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="a CSV of cycle lengths: header woman,cycle_length, one row per cycle in order",
+    )
     evaluate_parser.add_argument(
         "--women", type=int, default=ENERGY_EVALUATION_WOMEN, help="generated women for energy"
     )
@@ -164,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(error.errors()[0]["msg"]) from None
         print(asyncio.run(with_database(settings, lambda db: create_admin(db, settings, email))))
     elif arguments.command == "evaluate":
-        print(evaluation_report(arguments.fedcycle, arguments.women))
+        try:
+            print(evaluation_report(arguments.fedcycle, arguments.cycles, arguments.women))
+        except (CycleFileError, OSError) as error:
+            raise SystemExit(str(error)) from None
     elif arguments.command == "backup":
         print(backup(settings, arguments.file))
     elif arguments.command == "restore":

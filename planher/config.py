@@ -156,17 +156,40 @@ MAX_FORECAST_DAYS = 90
 OVULATORY_HALF_WIDTH = 1  # the ovulatory phase is ovulation day ± 1
 FERTILE_DAYS_BEFORE_OVULATION = 5
 FERTILE_DAYS_AFTER_OVULATION = 1
-# The cycle-length estimator (see estimate_cycle_length), tuned on FedCycleData.
-PRIOR_WEIGHT_CYCLES = 1.0  # the profile's cycle_length (or 28) counts as one past cycle
+# Her luteal phase, from the ovulations her observations show (estimate_phase_length):
+# a robust, recency-weighted mean shrunk toward her profile's luteal_length.
+PRIOR_WEIGHT_CYCLES = 1.0  # her profile's luteal_length counts as one past cycle
 RECENCY_HALF_LIFE_CYCLES = 8.0  # a cycle 8 cycles back weighs half as much as the latest
 HUBER_THRESHOLD_DAYS = 3.0  # cycles further than this from the centre are down-weighted
-POPULATION_CYCLE_SD = 3.0  # within-woman spread assumed before her own cycles say more
-# The population prior: everyone's typical cycle, once enough women have logged enough.
-POPULATION_PRIOR_MIN_WOMEN = 20
-POPULATION_PRIOR_MIN_CYCLES = 3  # a woman's cycles before her typical length counts
-POPULATION_PRIOR_REFRESH_S = 60 * 60
 SPREAD_PRIOR_WEIGHT_CYCLES = 2
-RANGE_Z = 1.2816  # ± z·sd holds 80% of a normal distribution
+# Her cycle length: the hierarchical model of planher/cycles/population.py, learned from
+# everyone's cycles. The grid of typical lengths and spreads a woman may have:
+TYPICAL_LENGTH_GRID_DAYS = (18.0, 50.0, 0.5)  # from, to, step
+SPREAD_GRID_DAYS = (0.5, 9.0, 14)  # from, to, points (evenly apart on a log scale)
+# What a new service assumes (broad, from the literature on app users' cycles, e.g. Bull
+# et al., npj Digital Medicine 2019: mean 29.3 days), until its own women replace it:
+BUILT_IN_TYPICAL_LENGTH_DAYS = 29.0
+BUILT_IN_TYPICAL_LENGTH_SD_DAYS = 3.0  # between women
+BUILT_IN_SPREAD_DAYS = 2.0  # a woman's own sd, median over women
+BUILT_IN_SPREAD_LOG_SD = 0.6  # how that sd varies between women (log scale)
+BUILT_IN_IRREGULAR_SHARE = 0.1  # of cycles, irregular: long, early, or a period not logged
+BUILT_IN_IRREGULAR_SHIFT_DAYS = 5.0  # from her typical length, on average
+BUILT_IN_IRREGULAR_SD_DAYS = 8.0
+# The built-in population counts as this many women when the service's own are learned:
+# 20 women move it a little, thousands decide it.
+BUILT_IN_WEIGHT_WOMEN = 20
+POPULATION_FIT_ITERATIONS = 150  # of expectation-maximisation; converged well before
+POPULATION_FIT_MAX_WOMEN = 2_000  # learned from at most this many (evenly spread) women
+# The recency half-lives (in cycles; None: none) among which the service's own women choose:
+# the one under which their cycles, walked forward, were most probable.
+RECENCY_HALF_LIFE_CHOICES = (None, 12.0, 8.0, 5.0, 3.0)
+RANGE_COVERAGE = 0.8  # of the predictive distribution, in the shortest run of days
+# Everyone's population is learned anew off the request path: hourly, and sooner once new
+# periods were logged (checked every POPULATION_CHECK_S), but never spending more than
+# 1/POPULATION_REFRESH_DUTY of the time on it.
+POPULATION_REFRESH_S = 60 * 60
+POPULATION_CHECK_S = 60
+POPULATION_REFRESH_DUTY = 30
 # Ovulation from her observations (see detect_ovulation): the temperature shift is three
 # readings above the six before them, the third at least 0.2 °C above their highest.
 BBT_SHIFT_LOW_READINGS = 6
@@ -226,6 +249,7 @@ class Settings:
     model_cache_size: int = MODEL_CACHE_SIZE
     retrain_pause_s: int = RETRAIN_PAUSE_S
     population_retrain_pause_s: int = POPULATION_RETRAIN_PAUSE_S
+    population_check_s: float = POPULATION_CHECK_S  # everyone's cycles: see PopulationStore
     db_timeout_s: float = DB_TIMEOUT_S
     db_pool_size: int = DB_POOL_SIZE
     forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed

@@ -1,23 +1,27 @@
-"""`python -m planher evaluate`: the predictions scored on FedCycleData and the demo generator."""
+"""`python -m planher evaluate`: the energy models scored on the demo generator, and the
+whole report (the next-period figures are planher.cycle_evaluation's)."""
 
 from __future__ import annotations
 
 import collections
-import csv
 import datetime as dt
 import functools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from planher.config import ROOT_DIR
-from planher.cycles.calendar import CycleCalendar, CycleDay, PeriodSpan
-from planher.cycles.lengths import TEXTBOOK_CYCLE_PRIOR, CyclePrior, population_cycle_prior
-from planher.cycles.ovulation import FertilitySign
+from planher.cycle_evaluation import (
+    next_start_report,
+    read_cycle_lengths,
+    read_fedcycle,
+    score_line,
+    scores,
+    with_ovulation_known,
+)
+from planher.cycles.calendar import CycleCalendar, CycleDay
 from planher.energy.demo import (
     DEMO_CONTRARY_ENERGY_BY_PHASE,
     DEMO_ENERGY_BY_PHASE,
@@ -34,112 +38,9 @@ from planher.energy.models import (
     train_on_samples,
 )
 
-FEDCYCLE_DATA = ROOT_DIR.parent / "shared" / "data" / "FedCycleData071012.csv"
-FEDCYCLE_FIRST_START = dt.date(2000, 1, 1)  # the file has lengths, not dates
-FEDCYCLE_BREAK_DAYS = 300  # a missing length breaks her chain of dates: start anew
 ENERGY_EVALUATION_WOMEN = 20
 ENERGY_EVALUATION_TEST_DAYS = 60  # her following days, on which each predictor is scored
 ENERGY_EVALUATION_OTHER_SEEDS = 1_000  # the population model's women: none evaluated
-
-
-def read_fedcycle(path: Path) -> dict[str, list[tuple[int | None, int | None]]]:
-    """Each woman's (cycle length, estimated day of ovulation) in cycle order. The file
-    starts with a byte-order mark, and a missing value is a single space."""
-    cycles: dict[str, list[tuple[int, int | None, int | None]]] = collections.defaultdict(list)
-    with path.open(encoding="utf-8-sig", newline="") as file:
-        for row in csv.DictReader(file):
-            length, ovulation = row["LengthofCycle"].strip(), row["EstimatedDayofOvulation"].strip()
-            cycles[row["ClientID"].strip()].append(
-                (
-                    int(row["CycleNumber"]),
-                    int(length) if length else None,
-                    int(ovulation) if ovulation else None,
-                )
-            )
-    return {
-        client: [(length, ovulation) for _, length, ovulation in sorted(rows)]
-        for client, rows in cycles.items()
-    }
-
-
-def walk_forward(cycles: Sequence[tuple[int | None, int | None]]):
-    """(starts so far, ovulation day of the cycle under way, the actual next start) at each
-    start of hers: a predictor sees only the past."""
-    starts = [FEDCYCLE_FIRST_START]
-    for length, ovulation_day in cycles:
-        if length is None:
-            starts = [starts[-1] + dt.timedelta(days=FEDCYCLE_BREAK_DAYS)]
-            continue
-        next_start = starts[-1] + dt.timedelta(days=length)
-        yield list(starts), ovulation_day, next_start
-        starts.append(next_start)
-
-
-def leave_one_out_priors(women: Mapping[str, Sequence]) -> dict[str, CyclePrior]:
-    """For each woman, the population prior learned from the other women only."""
-    lengths = {
-        client: [length for length, _ in cycles if length is not None]
-        for client, cycles in women.items()
-    }
-    return {
-        client: population_cycle_prior(other for name, other in lengths.items() if name != client)
-        for client in women
-    }
-
-
-def score_next_starts(predictions: Sequence[tuple[dict[str, Any], dt.date]]) -> dict[str, float]:
-    """MAE, share within ±2 days, range coverage and width of (outlook, actual) pairs."""
-    errors = [abs((outlook["next_period_start"] - actual).days) for outlook, actual in predictions]
-    ranges = [outlook["next_period_range"] for outlook, _ in predictions]
-    return {
-        "predictions": len(errors),
-        "mae_days": statistics.mean(errors),
-        "within_2_days": sum(error <= 2 for error in errors) / len(errors),
-        "range_coverage": statistics.mean(
-            low <= actual <= high
-            for (low, high), (_, actual) in zip(ranges, predictions, strict=True)
-        ),
-        "mean_range_width_days": statistics.mean((high - low).days for low, high in ranges),
-    }
-
-
-def evaluate_next_start(
-    women: Mapping[str, Sequence], priors: Mapping[str, CyclePrior] | None = None, few: bool = False
-) -> dict[str, float]:
-    """The next start predicted on each start after her first (with `few`: only where she
-    has one or two known cycles), towards `priors` (default: the textbook 28)."""
-    predictions = []
-    for client, cycles in women.items():
-        prior = TEXTBOOK_CYCLE_PRIOR if priors is None else priors[client]
-        for starts, _, actual in walk_forward(cycles):
-            if len(starts) < 2 or (few and len(starts) > 3):
-                continue
-            calendar = CycleCalendar.build(
-                [PeriodSpan(start, None) for start in starts], prior=prior
-            )
-            predictions.append((calendar.outlook(starts[-1]), actual))
-    return score_next_starts(predictions)
-
-
-def evaluate_with_ovulation(women: Mapping[str, Sequence]) -> dict[str, float]:
-    """An LH test positive the day before each cycle's estimated ovulation (and in each
-    earlier cycle of hers), the next start predicted two days after it."""
-    predictions = []
-    for cycles in women.values():
-        signs: list[FertilitySign] = []
-        for starts, ovulation_day, actual in walk_forward(cycles):
-            if len(starts) == 1:
-                signs = []  # a new chain of dates
-            if ovulation_day is None or not 2 <= ovulation_day < (actual - starts[-1]).days:
-                continue
-            positive = starts[-1] + dt.timedelta(days=ovulation_day - 2)
-            signs.append(FertilitySign(positive, lh_test="positive"))
-            calendar = CycleCalendar.build(
-                [PeriodSpan(start, None) for start in starts], None, signs
-            )
-            asked = positive + dt.timedelta(days=2)
-            predictions.append((calendar.outlook(asked, asked), actual))
-    return score_next_starts(predictions)
 
 
 def demo_samples(
@@ -230,31 +131,21 @@ def evaluate_energy(
     return figures
 
 
-def evaluation_report(fedcycle: Path, women: int = ENERGY_EVALUATION_WOMEN) -> str:
-    """Every figure issue 13 asks for, beside its baseline, as text."""
+def evaluation_report(
+    fedcycle: Path, cycle_files: Sequence[Path] = (), women: int = ENERGY_EVALUATION_WOMEN
+) -> str:
+    """Every figure of the next-period forecast (on FedCycleData and on each of
+    `cycle_files`) and of the energy models, beside their baselines, as text."""
     lines = []
     if fedcycle.is_file():
         charted = read_fedcycle(fedcycle)
-        priors = leave_one_out_priors(charted)
-        rows = [
-            ("at cycle start, textbook prior 28", evaluate_next_start(charted)),
-            (
-                "at cycle start, population prior (other women)",
-                evaluate_next_start(charted, priors),
-            ),
-            ("1-2 known cycles, textbook prior 28", evaluate_next_start(charted, few=True)),
-            ("1-2 known cycles, population prior", evaluate_next_start(charted, priors, few=True)),
-            ("ovulation known (LH the day before, +2 days)", evaluate_with_ovulation(charted)),
-        ]
-        lines.append(f"Next period on {fedcycle.name} ({len(charted)} women):")
-        for name, figures in rows:
-            lines.append(
-                f"  {name:50} n={figures['predictions']:5}  MAE {figures['mae_days']:.3f} d  "
-                f"within ±2 d {figures['within_2_days']:.1%}  range holds it "
-                f"{figures['range_coverage']:.1%}  width {figures['mean_range_width_days']:.2f} d"
-            )
+        lines += next_start_report(fedcycle.name, charted)
+        lines.append("Next period once ovulation is known (LH the day before, asked 2 days on):")
+        lines.append(score_line("PlanHer", scores(with_ovulation_known(charted))))
     else:
-        lines.append(f"FedCycleData is not at {fedcycle}: next-period figures skipped.")
+        lines.append(f"FedCycleData is not at {fedcycle}: its next-period figures skipped.")
+    for path in cycle_files:
+        lines += next_start_report(path.name, read_cycle_lengths(path))
     lines.append(
         f"Energy on the demo generator ({women} women of each kind, scored on the "
         f"{ENERGY_EVALUATION_TEST_DAYS} days after training; the population model is "

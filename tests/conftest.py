@@ -54,9 +54,7 @@ ACCOUNT_FIELDS = {
     "created_at",
     "updated_at",
 }
-GENEROUS_LIMITS = {
-    f"RATE_LIMIT_{name.upper()}": "100000/60" for name in DEFAULT_RATE_LIMITS
-}
+GENEROUS_LIMITS = {f"RATE_LIMIT_{name.upper()}": "100000/60" for name in DEFAULT_RATE_LIMITS}
 
 
 def with_database(url: str, name: str) -> str:
@@ -126,6 +124,10 @@ def make_settings(database_url: str, **changes) -> Settings:
         "rate_limits": {name: generous for name in DEFAULT_RATE_LIMITS},
         "retrain_pause_s": 0,  # retrain as soon as enough changed, to see it happen
         "population_retrain_pause_s": 0,
+        # Everyone's cycles are learned at start-up only: a test that compares two women's
+        # forecasts must not see the population change between them. Tests that want it
+        # learned call app.state.cycle_population.learn.
+        "population_check_s": 10**9,
     }
     return Settings(database_url=database_url, **{**defaults, **changes})
 
@@ -235,9 +237,7 @@ def past_the_reuse_grace(client: TestClient, account: Account) -> None:
     run(
         client,
         client.app.state.database.execute,
-        logins.update()
-        .where(logins.c.user_id == account.user["id"])
-        .values(refreshed_at=long_ago),
+        logins.update().where(logins.c.user_id == account.user["id"]).values(refreshed_at=long_ago),
     )
 
 
@@ -257,6 +257,18 @@ def days(n: int) -> dt.timedelta:
 def calendar(*spans, profile=None, signs=()) -> CycleCalendar:
     """Her cycle calendar from (start, end) pairs, as the calculator builds it."""
     return CycleCalendar.build([PeriodSpan(start, end) for start, end in spans], profile, signs)
+
+
+def planher_command(*arguments: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m planher ARGUMENTS`, as a user runs it, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "planher", *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=check,
+    )
 
 
 def free_port() -> int:

@@ -119,7 +119,7 @@ async def calendar_feed(request: Request) -> Response:
         [PeriodSpan(row["start_date"], row["end_date"], row["excluded"]) for row in periods],
         await fetch_profile(database, owner["id"]),
         [FertilitySign(**sign) for sign in signs],
-        request.app.state.cycle_prior,
+        request.app.state.cycle_population.current,
     )
     # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.
     feed_key = hashlib.sha256(f"{owner['id']}:{owner['created_at']}".encode()).hexdigest()[:16]

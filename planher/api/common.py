@@ -13,8 +13,8 @@ from starlette.responses import Response
 from planher.clock import today_in, utc_now
 from planher.config import MAX_DATABASE_ID
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
-from planher.cycles.lengths import CyclePrior
 from planher.cycles.ovulation import FertilitySign
+from planher.cycles.population import CyclePopulation
 from planher.energy.features import mood_cycle_day
 from planher.errors import APIError
 from planher.schemas.requests import ListQuery
@@ -32,29 +32,37 @@ from planher.web.endpoint import Reply, rule_errors
 from planher.web.request_errors import RequestValidationError
 
 
-def calendar_of(connection: sa.Connection, user_id: int, prior: CyclePrior) -> CycleCalendar:
-    """Her cycles: her periods, profile and observations, and everyone's cycles (`prior`)
+def calendar_of(
+    connection: sa.Connection, user_id: int, population: CyclePopulation
+) -> CycleCalendar:
+    """Her cycles: her periods, profile and observations, and everyone's cycles (`population`)
     for what hers do not say yet."""
     periods, signs = periods_and_signs_of(connection, user_id)
     return CycleCalendar.build(
         [PeriodSpan(*period) for period in periods],
         profile_of(connection, user_id),
         [FertilitySign(**sign) for sign in signs],
-        prior,
+        population,
     )
 
 
 def page_and_calendar(
-    connection: sa.Connection, listing: Listing, page: ListQuery, user_id: int, prior: CyclePrior
+    connection: sa.Connection,
+    listing: Listing,
+    page: ListQuery,
+    user_id: int,
+    population: CyclePopulation,
 ) -> tuple[list[dict[str, Any]], int, CycleCalendar]:
     """A page of her rows, their total, and her cycles to place them in: one read."""
-    return *page_of(connection, listing, page, user_id), calendar_of(connection, user_id, prior)
+    return *page_of(connection, listing, page, user_id), calendar_of(
+        connection, user_id, population
+    )
 
 
 async def her_calendar(request: Request) -> CycleCalendar:
     """The signed-in woman's cycles."""
     return await request.app.state.database.read(
-        calendar_of, request.user.id, request.app.state.cycle_prior
+        calendar_of, request.user.id, request.app.state.cycle_population.current
     )
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from planher.api.common import calendar_of, her_today
 from planher.clock import utc_now
 from planher.config import IMPORT_SPOOL_BYTES
-from planher.cycles.lengths import CyclePrior
+from planher.cycles.population import CyclePopulation
 from planher.errors import APIError
 from planher.importers.detection import read_import
 from planher.importers.history import FileTooLarge, ImportedHistory, MalformedFile, UnknownFormat
@@ -91,10 +91,10 @@ def import_plan(
     history: ImportedHistory,
     today: dt.date,
     keep_from: dt.date | None,
-    prior: CyclePrior,
+    population: CyclePopulation,
 ) -> ImportPlan:
     """What of `history` she does not have yet, as her stored days stand now."""
-    calendar = calendar_of(connection, user_id, prior)
+    calendar = calendar_of(connection, user_id, population)
 
     def dates_of(table: sa.Table) -> set[dt.date]:
         return set(
@@ -150,7 +150,7 @@ async def import_me(request: Request, query: ImportQuery) -> Any:
     database, user_id = request.app.state.database, request.user.id
     today, retention_days = her_today(request), request.user.account["retention_days"]
     keep_from = None if retention_days is None else today - dt.timedelta(days=retention_days)
-    planning = (user_id, history, today, keep_from, request.app.state.cycle_prior)
+    planning = (user_id, history, today, keep_from, request.app.state.cycle_population.current)
     if query.dry_run:
         plan = await database.read(import_plan, *planning)
         return import_report(history, plan, dry_run=True)

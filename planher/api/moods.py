@@ -38,7 +38,7 @@ def mood_conflict(date: dt.date) -> APIError:
 @endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
 async def list_moods(request: Request, query: ListQuery) -> Any:
     rows, total, calendar = await request.app.state.database.read(
-        page_and_calendar, MOODS, query, request.user.id, request.app.state.cycle_prior
+        page_and_calendar, MOODS, query, request.user.id, request.app.state.cycle_population.current
     )
     return list_response([mood_out(row, calendar) for row in rows], total)
 

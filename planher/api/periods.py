@@ -20,7 +20,7 @@ from planher.api.common import (
 )
 from planher.clock import utc_now
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
-from planher.cycles.lengths import CyclePrior
+from planher.cycles.population import CyclePopulation
 from planher.cycles.rules import period_problems
 from planher.errors import APIError
 from planher.schemas.requests import ListQuery, PeriodBody, PeriodUpdateBody
@@ -45,7 +45,11 @@ def overlap_conflict(period: PeriodSpan) -> APIError:
 @endpoint("Her periods, newest first", ok=(200, list[PeriodOut]), query=ListQuery)
 async def list_periods(request: Request, query: ListQuery) -> Any:
     rows, total, calendar = await request.app.state.database.read(
-        page_and_calendar, PERIODS, query, request.user.id, request.app.state.cycle_prior
+        page_and_calendar,
+        PERIODS,
+        query,
+        request.user.id,
+        request.app.state.cycle_population.current,
     )
     return list_response([period_out(row, calendar) for row in rows], total)
 
@@ -62,7 +66,10 @@ async def create_period(request: Request, body: PeriodBody) -> Any:
     database = request.app.state.database
     try:
         return await database.write(
-            log_period, request.user.id, body.model_dump(), request.app.state.cycle_prior
+            log_period,
+            request.user.id,
+            body.model_dump(),
+            request.app.state.cycle_population.current,
         )
     except UNIQUE_VIOLATIONS:  # the same start logged twice at once
         raise APIError(
@@ -71,10 +78,10 @@ async def create_period(request: Request, body: PeriodBody) -> Any:
 
 
 def log_period(
-    connection: sa.Connection, user_id: int, fields: dict, prior: CyclePrior
+    connection: sa.Connection, user_id: int, fields: dict, population: CyclePopulation
 ) -> dict[str, Any]:
     lock_her_writes(connection, user_id)
-    calendar = calendar_of(connection, user_id, prior)
+    calendar = calendar_of(connection, user_id, population)
     if clash := calendar.overlapping(PeriodSpan(fields["start_date"], fields["end_date"])):
         raise overlap_conflict(clash)
     now = utc_now()
@@ -92,7 +99,7 @@ def change_period(
     user_id: int,
     changes: dict,
     today: dt.date,
-    prior: CyclePrior,
+    population: CyclePopulation,
 ) -> dict[str, Any]:
     lock_her_writes(connection, user_id)
     current = owned_row(connection, period_records, period_id, user_id, "Period")
@@ -103,7 +110,7 @@ def change_period(
     )
     if problems := period_problems(updated.start, updated.end, today):
         raise rule_errors(problems)
-    calendar = calendar_of(connection, user_id, prior)
+    calendar = calendar_of(connection, user_id, population)
     if clash := calendar.overlapping(updated, ignore_start=current["start_date"]):
         raise overlap_conflict(clash)
     row = connection.execute(
@@ -113,7 +120,9 @@ def change_period(
         .returning(*period_records.c)
     )
     moved = [period for period in calendar.periods if period.start != current["start_date"]]
-    calendar = CycleCalendar.build([*moved, updated], calendar.profile, prior=calendar.prior)
+    calendar = CycleCalendar.build(
+        [*moved, updated], calendar.profile, population=calendar.population
+    )
     return period_out(first_row(row), calendar)
 
 
@@ -131,7 +140,7 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Any:
         request.user.id,
         changes,
         her_today(request),
-        request.app.state.cycle_prior,
+        request.app.state.cycle_population.current,
     )
 
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from planher.api.common import calendar_of, her_calendar, her_today, list_response
 from planher.clock import utc_now
 from planher.cycles.calendar import CycleCalendar, CycleDay
-from planher.cycles.lengths import CyclePrior
+from planher.cycles.population import CyclePopulation
 from planher.energy.models import (
     MIN_DISTINCT_LEVELS,
     PERSONAL_MIN_DAYS,
@@ -91,9 +91,9 @@ def last_served(connection: sa.Connection, user_id: int, date: dt.date) -> dict 
 
 
 def calendar_and_last_served(
-    connection: sa.Connection, user_id: int, prior: CyclePrior, date: dt.date
+    connection: sa.Connection, user_id: int, population: CyclePopulation, date: dt.date
 ) -> tuple[CycleCalendar, dict | None]:
-    return calendar_of(connection, user_id, prior), last_served(connection, user_id, date)
+    return calendar_of(connection, user_id, population), last_served(connection, user_id, date)
 
 
 def told_something_new(last: dict | None, served: dict[str, Any]) -> bool:
@@ -117,7 +117,7 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Any:
     today, user_id, database = her_today(request), request.user.id, request.app.state.database
     date = query.date or today
     calendar, last = await database.read(
-        calendar_and_last_served, user_id, request.app.state.cycle_prior, date
+        calendar_and_last_served, user_id, request.app.state.cycle_population.current, date
     )
     check_something_to_predict_from(calendar)
     model = await active_model(request.app, user_id)

@@ -181,7 +181,7 @@ async def export_me(request: Request) -> Any:
         [PeriodSpan(row["start_date"], row["end_date"], row["excluded"]) for row in periods],
         profile,
         [FertilitySign(**{name: row[name] for name in SIGN_FIELDS}) for row in signs],
-        request.app.state.cycle_prior,
+        request.app.state.cycle_population.current,
     )
     await audit(request, "export", ok=True)
     return {

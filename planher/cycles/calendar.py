@@ -19,14 +19,10 @@ from planher.config import (
     OVULATORY_HALF_WIDTH,
     POPULATION_LUTEAL_SD,
 )
-from planher.cycles.lengths import (
-    TEXTBOOK_CYCLE_PRIOR,
-    CycleLengthEstimate,
-    CyclePrior,
-    cycle_lengths,
-    estimate_cycle_length,
-)
+from planher.cycles.length_forecast import LengthForecast
+from planher.cycles.lengths import LutealEstimate, cycle_lengths, estimate_luteal_length
 from planher.cycles.ovulation import FertilitySign, Ovulation, luteal_lengths, ovulations_by_cycle
+from planher.cycles.population import BUILT_IN_POPULATION, CyclePopulation
 
 PHASES = ("menstrual", "follicular", "ovulatory", "luteal", "late")
 
@@ -52,13 +48,39 @@ def phase_on_day(
 
 @dataclasses.dataclass(frozen=True)
 class OpenCycle:
-    """Her latest cycle, not over yet: its expected length and range, its luteal phase, and
-    the ovulation her observations show, if they do."""
+    """Her latest cycle, not over yet, as seen at its beginning (or from the ovulation her
+    observations show): how long it may last, and its luteal phase."""
 
-    length: int
-    range_days: int
+    forecast: LengthForecast
     luteal_length: int
     ovulation: Ovulation | None
+
+    @property
+    def length(self) -> int:
+        return self.forecast.median
+
+    @property
+    def latest(self) -> int:
+        """The last day of its range: past it, she is late."""
+        return self.forecast.interval[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class SeenOnDay:
+    """Her open cycle as seen on a day with no period since its start: once that day is
+    past the beginning-of-cycle estimate, what a cycle already that long is likely to do."""
+
+    forecast: LengthForecast  # its length, given that it lasted at least until the day
+    length: int  # days from its start to the next start
+    days_late: int | None  # the day − the beginning-of-cycle estimate, when past it
+
+    @property
+    def earliest(self) -> int:
+        return self.forecast.interval[0]
+
+    @property
+    def latest(self) -> int:
+        return self.forecast.interval[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +109,14 @@ class CycleCalendar:
     """A user's cycles as her periods and profile describe them now."""
 
     periods: tuple[PeriodSpan, ...]  # oldest first
-    estimate: CycleLengthEstimate
+    estimate: LengthForecast  # her next cycle's length, from hers and everyone's cycles
     luteal_length: int  # her profile's (or the default): where ovulation is not detected
     menses_length: int
     profile: Mapping[str, Any] | None = None
     ovulations: Mapping[dt.date, Ovulation] = dataclasses.field(default_factory=dict)
-    luteal_estimate: CycleLengthEstimate | None = None  # from her detected ovulations
-    prior: CyclePrior = TEXTBOOK_CYCLE_PRIOR
+    luteal_estimate: LutealEstimate | None = None  # from her detected ovulations
+    population: CyclePopulation = dataclasses.field(default=BUILT_IN_POPULATION, compare=False)
+    seen: dict[dt.date, SeenOnDay] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
     def build(
@@ -101,10 +124,10 @@ class CycleCalendar:
         periods: Iterable[PeriodSpan],
         profile: Mapping[str, Any] | None = None,
         signs: Iterable[FertilitySign] = (),
-        prior: CyclePrior = TEXTBOOK_CYCLE_PRIOR,
+        population: CyclePopulation = BUILT_IN_POPULATION,
     ):
-        """Her calendar; her cycles are shrunk towards her profile's cycle_length, else
-        towards `prior` (everyone's cycles)."""
+        """Her calendar; her cycles (less those set aside) and the cycle_length of her
+        profile, if any, weighed against `population` (everyone's cycles)."""
         known = profile or {}
         ordered = tuple(sorted(periods, key=lambda period: period.start))
         starts = [period.start for period in ordered]
@@ -113,36 +136,56 @@ class CycleCalendar:
         ovulations = ovulations_by_cycle(starts, sorted(signs, key=lambda sign: sign.date))
         return cls(
             periods=ordered,
-            estimate=estimate_cycle_length(
-                cycle_lengths(starts, set_aside),
-                known.get("cycle_length", prior.length),
-                prior.spread,
+            estimate=population.forecast(
+                cycle_lengths(starts, set_aside), known.get("cycle_length")
             ),
             luteal_length=luteal_length,
             menses_length=known.get("menses_length", DEFAULT_MENSES_LENGTH),
             profile=profile,
             ovulations=ovulations,
-            luteal_estimate=estimate_cycle_length(
+            luteal_estimate=estimate_luteal_length(
                 luteal_lengths(starts, ovulations, set_aside), luteal_length, POPULATION_LUTEAL_SD
             ),
-            prior=prior,
+            population=population,
         )
 
     @functools.cached_property
     def open_cycle(self) -> OpenCycle:
         """Her latest cycle: of the estimated length, unless her observations show its
         ovulation, which puts the next start her luteal phase (and a day) after it."""
-        estimated = OpenCycle(
-            self.estimate.length, self.estimate.range_days, self.luteal_length, None
-        )
+        estimated = OpenCycle(self.estimate, self.luteal_length, None)
         ovulation = self.ovulations.get(self.periods[-1].start) if self.periods else None
         if ovulation is None or self.luteal_estimate is None:
             return estimated
-        luteal = self.luteal_estimate.length
-        length = (ovulation.date - self.periods[-1].start).days + luteal + 1
-        if not CYCLE_MIN_DAYS <= length <= CYCLE_MAX_DAYS:
+        luteal = self.luteal_estimate
+        to_ovulation = (ovulation.date - self.periods[-1].start).days
+        if not CYCLE_MIN_DAYS <= to_ovulation + luteal.length + 1 <= CYCLE_MAX_DAYS:
             return estimated  # signs that no cycle can have: trust the estimate
-        return OpenCycle(length, self.luteal_estimate.range_days, luteal, ovulation)
+        forecast = LengthForecast.normal(
+            to_ovulation + luteal.days + 1,
+            luteal.predictive_spread,
+            CYCLE_MIN_DAYS,
+            CYCLE_MAX_DAYS,
+        )
+        return OpenCycle(forecast, luteal.length, ovulation)
+
+    def open_cycle_seen_on(self, day: dt.date) -> SeenOnDay:
+        """Her open cycle seen on `day` (no period logged since its start): its range no
+        earlier than `day`, and, once `day` is past its estimated start, its length from
+        what her own and everyone's cycles say about a cycle already that long.
+        `days_late` counts from the estimate made at the beginning of the cycle, from her
+        cycles alone (her observations may have moved the start since)."""
+        if day not in self.seen:
+            expected = self.open_cycle.forecast
+            elapsed = (day - self.periods[-1].start).days
+            given_elapsed = expected.at_least(elapsed)
+            late_by = elapsed - self.estimate.median
+            self.seen[day] = SeenOnDay(
+                forecast=given_elapsed,
+                length=given_elapsed.median if elapsed > expected.median else expected.median,
+                days_late=late_by if late_by > 0 else None,
+            )
+        return self.seen[day]
 
     def _index_on_or_before(self, date: dt.date) -> int | None:
         index = bisect.bisect_right([period.start for period in self.periods], date) - 1
@@ -159,7 +202,7 @@ class CycleCalendar:
 
     @property
     def late_after_day(self) -> int:
-        return self.open_cycle.length + self.open_cycle.range_days
+        return self.open_cycle.latest
 
     def luteal_length_of(self, start: dt.date, length: int) -> int:
         """The luteal phase of the cycle from `start` lasting `length` days: what places
@@ -191,16 +234,19 @@ class CycleCalendar:
                 day, phase_on_day(day, length, bleeding_days, luteal), length, period.start
             )
         start, bleeding_days = period.start, (self.effective_end(period) - period.start).days + 1
-        open_cycle, estimated = self.open_cycle, self.estimate.length
+        open_cycle, estimated = self.open_cycle, self.estimate.median
+        length = open_cycle.length
+        if period == self.periods[-1]:  # her open cycle, as seen on today (or on the date)
+            length = self.open_cycle_seen_on(date if today is None else today).length
         if (
             today is not None
             and date > today
             and (today - start).days < self.late_after_day
-            and (date - start).days >= open_cycle.length
+            and (date - start).days >= length
         ):
             # Past her open cycle: projected cycles of the estimated length follow it.
-            later_days = (date - start).days - open_cycle.length
-            start += dt.timedelta(days=open_cycle.length + later_days // estimated * estimated)
+            later_days = (date - start).days - length
+            start += dt.timedelta(days=length + later_days // estimated * estimated)
             day = (date - start).days + 1
             phase = phase_on_day(day, estimated, self.menses_length, self.luteal_length)
             return CycleDay(day, phase, estimated, start)
@@ -210,16 +256,16 @@ class CycleCalendar:
         phase = phase_on_day(
             day, open_cycle.length, bleeding_days, open_cycle.luteal_length, self.late_after_day
         )
-        return CycleDay(day, phase, open_cycle.length, start)
+        return CycleDay(day, phase, length, start)
 
     def phase_on_estimated_cycle_day(self, day_of_cycle: int) -> str:
         """The phase on a day of a cycle her periods do not place: one of the estimate."""
         return phase_on_day(
             day_of_cycle,
-            self.estimate.length,
+            self.estimate.median,
             self.menses_length,
             self.luteal_length,
-            self.estimate.length + self.estimate.range_days,
+            self.estimate.interval[1],
         )
 
     def overlapping(self, candidate: PeriodSpan, ignore_start: dt.date | None = None):
@@ -233,8 +279,9 @@ class CycleCalendar:
         return None
 
     def outlook(self, date: dt.date, today: dt.date | None = None) -> dict[str, Any]:
-        """The contract's `cycle` block, seen from `date` (projected past `today`)."""
-        length = self.estimate.length
+        """The contract's `cycle` block, seen from `date` (projected past `today`; her
+        open cycle as seen on `today`, or on `date` when no today is given)."""
+        length = self.estimate.median
         cycle = self.cycle_day(date, today)
         if cycle is None:
             index = self._index_on_or_before(date)
@@ -246,12 +293,20 @@ class CycleCalendar:
                 "days_until_next_period": None,
                 "fertile_window": None,
                 "ovulation": None,
+                "days_late": None,
             }
         last_start = cycle.start
         next_start = last_start + dt.timedelta(days=cycle.cycle_length)
         open_cycle = self.open_cycle
         in_open_cycle = bool(self.periods) and last_start == self.periods[-1].start
-        range_days = open_cycle.range_days if in_open_cycle else self.estimate.range_days
+        if in_open_cycle:
+            seen = self.open_cycle_seen_on(date if today is None else today)
+            earliest, latest, days_late = seen.earliest, seen.latest, seen.days_late
+        else:  # a cycle over, or projected: the range of the estimate, placed around it
+            low, high = self.estimate.interval
+            earliest = cycle.cycle_length - (length - low)
+            latest = cycle.cycle_length + (high - length)
+            days_late = None
         detected = open_cycle.ovulation if in_open_cycle else self.ovulations.get(last_start)
         if detected is not None:
             ovulation = detected
@@ -265,8 +320,8 @@ class CycleCalendar:
             "last_period_start": last_start,
             "next_period_start": next_start,
             "next_period_range": [
-                next_start - dt.timedelta(days=range_days),
-                next_start + dt.timedelta(days=range_days),
+                last_start + dt.timedelta(days=earliest),
+                last_start + dt.timedelta(days=latest),
             ],
             "days_until_next_period": (next_start - date).days,
             "fertile_window": [
@@ -274,4 +329,5 @@ class CycleCalendar:
                 ovulation.date + dt.timedelta(days=FERTILE_DAYS_AFTER_OVULATION),
             ],
             "ovulation": {"date": ovulation.date, "evidence": ovulation.evidence},
+            "days_late": days_late,
         }

@@ -28,7 +28,7 @@ def mood_cycle_day(
     if cycle is not None or given_day is None:
         return cycle
     return CycleDay(
-        given_day, calendar.phase_on_estimated_cycle_day(given_day), calendar.estimate.length, None
+        given_day, calendar.phase_on_estimated_cycle_day(given_day), calendar.estimate.median, None
     )
 
 

@@ -162,14 +162,27 @@ class OvulationOut(BaseModel):
 
 
 class CycleOut(BaseModel):
-    length_estimate: int
+    length_estimate: int = Field(
+        description="days: the median of her next cycle's length, from her recorded cycles "
+        "and everyone's, else her profile"
+    )
     last_period_start: dt.date | None
-    next_period_start: dt.date | None
-    next_period_range: tuple[dt.date, dt.date] | None
+    next_period_start: dt.date | None = Field(
+        description="once her today is past the estimate made at the cycle's beginning with "
+        "no period logged: today or later"
+    )
+    next_period_range: tuple[dt.date, dt.date] | None = Field(
+        description="holds the next start 80% of the time; in her open cycle, never before her "
+        "today"
+    )
     days_until_next_period: int | None
     fertile_window: tuple[dt.date, dt.date] | None
     ovulation: OvulationOut | None = Field(
         description="detected from her observations in this cycle, else estimated"
+    )
+    days_late: int | None = Field(
+        description="her today − the start estimated at the beginning of the cycle, once "
+        "past it with no period logged (≥ 1); null otherwise"
     )
 
 

@@ -26,10 +26,11 @@ from conftest import (
     run,
 )
 from planher.api.predictions import RETRAIN_QUEUED
-from planher.application import create_app, refresh_cycle_prior
+from planher.application import create_app
 from planher.clock import utc_now, utc_today
-from planher.config import ENERGY_LABELS, POPULATION_PRIOR_MIN_WOMEN
+from planher.config import ENERGY_LABELS
 from planher.cycles.calendar import CycleCalendar
+from planher.cycles.population import BUILT_IN_POPULATION
 from planher.energy import models, store
 from planher.energy.demo import DEMO_CONTRARY_ENERGY_BY_PHASE, bayes_rate, generate_demo_history
 from planher.energy.models import PERSONAL_MIN_DAYS, ModelCache, deserialize_model
@@ -44,6 +45,7 @@ from planher.storage.queries import MODEL_METADATA_COLUMNS, owner_condition
 from planher.storage.tables import model_training_claims, user_models
 
 PROFILE = {"height_cm": 165, "weight_kg": 60}
+NEW_SERVICE_LENGTH = BUILT_IN_POPULATION.forecast([]).median  # before anyone's cycles
 
 
 def current(client, account, query: str = "") -> dict:
@@ -71,9 +73,7 @@ def model_rows(client, user_id: int | None) -> list[dict]:
     rows = run(
         client,
         client.app.state.database.fetch_all,
-        sa.select(*MODEL_METADATA_COLUMNS)
-        .where(condition)
-        .order_by(user_models.c.version),
+        sa.select(*MODEL_METADATA_COLUMNS).where(condition).order_by(user_models.c.version),
     )
     return rows
 
@@ -132,6 +132,7 @@ def test_with_only_a_profile_the_cycle_is_unknown_and_the_phase_prior_answers(cl
         "days_until_next_period": None,
         "fertile_window": None,
         "ovulation": None,
+        "days_late": None,
     }
     assert prediction["model"] == {
         "source": "phase_prior",
@@ -152,13 +153,16 @@ def test_the_cycle_block_comes_from_the_calculator(client, account):
     prediction = current(client, account)
     assert (prediction["day_of_cycle"], prediction["phase"]) == (11, "follicular")
     cycle = prediction["cycle"]
-    assert cycle["length_estimate"] == 28
+    length = NEW_SERVICE_LENGTH  # no cycle of hers yet, nor anyone's
+    assert cycle["length_estimate"] == length
     assert cycle["last_period_start"] == day(-10)
-    assert cycle["next_period_start"] == day(18)
-    assert cycle["days_until_next_period"] == 18
+    assert cycle["next_period_start"] == day(-10 + length)
+    assert cycle["days_until_next_period"] == length - 10
     low, high = cycle["next_period_range"]
-    assert low < day(18) < high
-    assert cycle["fertile_window"] == [day(-2), day(4)]  # ovulation on day 14 = day(3)
+    assert low < day(-10 + length) < high
+    ovulation = -10 + length - 14 - 1  # her luteal phase before the next start
+    assert cycle["fertile_window"] == [day(ovulation - 5), day(ovulation + 1)]
+    assert cycle["days_late"] is None
 
 
 def test_current_takes_a_date_and_refuses_a_malformed_one(client, account):
@@ -256,8 +260,10 @@ def test_forecast_has_one_entry_per_day_from_today(client, account):
     assert [entry["date"] for entry in forecast] == [day(offset) for offset in range(28)]
     assert [entry["day_of_cycle"] for entry in forecast[:3]] == [4, 5, 6]
     # Past the expected start, the forecast continues into the projected next cycle.
-    assert forecast[25]["day_of_cycle"] == 1 and forecast[25]["phase"] == "menstrual"
-    assert forecast[25]["cycle"]["last_period_start"] == day(25)
+    next_start = NEW_SERVICE_LENGTH - 3
+    assert forecast[next_start]["day_of_cycle"] == 1
+    assert forecast[next_start]["phase"] == "menstrual"
+    assert forecast[next_start]["cycle"]["last_period_start"] == day(next_start)
     assert all(
         set(entry) == {"date", "day_of_cycle", "phase", "cycle", "energy", "model"}
         for entry in forecast
@@ -395,13 +401,9 @@ def test_ninety_days_unlike_the_prior_train_a_personal_model_well_above_the_base
         assert summary["cv_accuracy"] > summary["baseline_accuracy"]
         assert summary["brier_score"] < scores["phase_prior"]["brier_score"]
         assert current(client, account)["model"]["brier_score"] == summary["brier_score"]
-        calendar = CycleCalendar.build(
-            generate_demo_history(90, utc_today(), seed)[0]
-        )
+        calendar = CycleCalendar.build(generate_demo_history(90, utc_today(), seed)[0])
         bayes_rates.append(
-            bayes_rate(
-                (calendar.cycle_day(date).phase for date, _ in moods), UNLIKE_THE_PRIOR
-            )
+            bayes_rate((calendar.cycle_day(date).phase for date, _ in moods), UNLIKE_THE_PRIOR)
         )
         gaps.append(summary["cv_accuracy"] - summary["baseline_accuracy"])
         accuracies.append(summary["cv_accuracy"])
@@ -611,39 +613,95 @@ def test_the_source_moves_from_phase_prior_to_population_to_personal(tmp_path):
             drain_training(client)
             population = current(client, newcomer)["model"]
             assert population["source"] == "population"
-            assert (
-                population["version"] >= 1
-                and population["n_samples"] >= POPULATION_MIN_DAYS
-            )
+            assert population["version"] >= 1 and population["n_samples"] >= POPULATION_MIN_DAYS
 
             log_generated_history(client, newcomer, days=60, seed=20, what=("moods",))
             drain_training(client)
             personal = current(client, newcomer)["model"]
-            assert (
-                personal["source"] == "personal"
-                and personal["n_samples"] >= PERSONAL_MIN_DAYS
-            )
+            assert personal["source"] == "personal" and personal["n_samples"] >= PERSONAL_MIN_DAYS
 
 
-def test_a_new_woman_is_shrunk_towards_everyones_cycles_once_enough_women_logged(tmp_path):
+def log_cycles(client, account, lengths: list[int], last_start: int, **fields) -> None:
+    """Periods `lengths` days apart, the latest starting `last_start` days from today."""
+    offsets = [last_start]
+    for length in reversed(lengths):
+        offsets.insert(0, offsets[0] - length)
+    for offset in offsets:
+        body = {"start_date": day(offset), "end_date": day(offset + 3), **fields}
+        response = client.post("/periods/", headers=account.headers, json=body)
+        assert response.status_code == 201, response.text
+
+
+@pytest.fixture(scope="module")
+def among_28_day_women(tmp_path_factory):
+    """A service whose women (forty of them) run 28 ± 1 days, its population learned."""
     dialect = "postgresql" if ON_POSTGRES else "sqlite"
     with (
-        fresh_database_url(dialect, tmp_path) as url,
+        fresh_database_url(dialect, tmp_path_factory.mktemp("population")) as url,
         TestClient(create_app(make_settings(url))) as client,
     ):
-        for _ in range(POPULATION_PRIOR_MIN_WOMEN):
-            woman = create_account(client)
-            for start in (-128, -96, -64, -32):  # three 32-day cycles
-                body = {"start_date": day(start), "end_date": day(start + 4)}
-                assert client.post("/periods/", headers=woman.headers, json=body).status_code == 201
-        newcomer = create_account(client)
-        client.post("/periods/", headers=newcomer.headers, json={"start_date": day(-3)})
-        assert (
-            current(client, newcomer)["cycle"]["length_estimate"] == 28
-        )  # the prior of the start-up, when no one had logged
-        client.portal.call(refresh_cycle_prior, client.app)  # as every hour
-        assert current(client, newcomer)["cycle"]["length_estimate"] == 32
-        assert current(client, newcomer)["cycle"]["next_period_start"] == day(-3 + 32)
+        for woman in range(40):
+            log_cycles(
+                client, create_account(client), [28 + (woman + k) % 3 - 1 for k in range(6)], -3
+            )
+        population = client.portal.call(client.app.state.cycle_population.learn)  # as every hour
+        assert population.n_women == 40
+        yield client
+
+
+def test_one_long_cycle_among_28_day_women_is_forecast_closer_to_28_and_ten_35s_near_35(
+    among_28_day_women,
+):
+    client = among_28_day_women
+    one_long = create_account(client)
+    log_cycles(client, one_long, [40], -3)
+    estimate = current(client, one_long)["cycle"]["length_estimate"]
+    assert abs(estimate - 28) < abs(estimate - 40)
+    ten_35s = create_account(client)
+    log_cycles(client, ten_35s, [35] * 10, -3)
+    cycle = current(client, ten_35s)["cycle"]
+    assert 34 <= cycle["length_estimate"] <= 36
+    assert cycle["next_period_start"] == day(-3 + cycle["length_estimate"])
+
+
+def test_cycles_she_set_aside_are_left_out_of_her_forecast(among_28_day_women):
+    client = among_28_day_women
+    usual, with_illness, counted = (create_account(client) for _ in range(3))
+    log_cycles(client, usual, [30, 30, 30], -3)
+    for woman, excluded in ((with_illness, True), (counted, False)):
+        log_cycles(client, woman, [30, 30, 30], -3)
+        for start in (-93 - 38 * 3, -93 - 38 * 2, -93 - 38):  # three 38-day cycles before
+            body = {"start_date": day(start), "excluded": excluded}
+            assert client.post("/periods/", headers=woman.headers, json=body).status_code == 201
+    assert current(client, with_illness)["cycle"] == current(client, usual)["cycle"]
+    assert current(client, counted)["cycle"] != current(client, usual)["cycle"]
+    periods = client.get("/periods/", headers=with_illness.headers).json()
+    assert [period["excluded"] for period in periods].count(True) == 3
+
+
+def test_a_cycle_past_its_estimate_is_forecast_from_today_on_with_days_late(among_28_day_women):
+    client = among_28_day_women
+    woman = create_account(client)
+    log_cycles(client, woman, [28] * 6, -35)  # 35 days into a usual 28-day cycle
+    prediction = current(client, woman)
+    cycle = prediction["cycle"]
+    assert cycle["days_late"] == 7
+    assert cycle["next_period_start"] >= day(0)
+    assert day(0) <= cycle["next_period_range"][0] <= cycle["next_period_start"]
+    assert cycle["next_period_start"] <= cycle["next_period_range"][1]
+    assert cycle["days_until_next_period"] >= 0
+    assert prediction["phase"] == "late"  # past the range she was given at its beginning
+    forecast = client.get("/predictions/forecast?days=3", headers=woman.headers).json()
+    assert [item["cycle"]["days_late"] for item in forecast] == [7, 7, 7]
+
+    on_time = create_account(client)
+    log_cycles(client, on_time, [28] * 6, -27)
+    cycle = current(client, on_time)["cycle"]
+    assert cycle["days_late"] is None and cycle["next_period_start"] == day(1)
+    a_day_late = create_account(client)
+    log_cycles(client, a_day_late, [28] * 6, -29)
+    cycle = current(client, a_day_late)["cycle"]
+    assert cycle["days_late"] == 1 and cycle["next_period_start"] >= day(0)
 
 
 def test_the_demo_command_makes_a_woman_who_signs_in_to_her_trained_model(tmp_path):
