@@ -188,7 +188,7 @@ RANGE_COVERAGE = 0.8  # of the predictive distribution, in the shortest run of d
 # periods were logged (checked every POPULATION_CHECK_S), but never spending more than
 # 1/POPULATION_REFRESH_DUTY of the time on it.
 POPULATION_REFRESH_S = 60 * 60
-POPULATION_CHECK_S = 60
+POPULATION_CHECK_S = 10
 POPULATION_REFRESH_DUTY = 30
 # Ovulation from her observations (see detect_ovulation): the temperature shift is three
 # readings above the six before them, the third at least 0.2 °C above their highest.
