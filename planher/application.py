@@ -72,6 +72,7 @@ from planher.web.error_handlers import (
     server_error,
     validation_error,
 )
+from planher.web.log_lines import log_beside_uvicorn
 from planher.web.middleware import (
     BodySizeLimitMiddleware,
     ClientAddressMiddleware,
@@ -84,6 +85,7 @@ from planher.web.middleware import (
 )
 from planher.web.openapi import openapi_document
 from planher.web.request_errors import BodyTooLarge, RequestReadTimeout, RequestValidationError
+from planher.web.request_id import RequestIdMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -170,24 +172,9 @@ async def sweep_expired_history_daily(database: Database) -> None:
         )
 
 
-def log_beside_uvicorn() -> None:
-    """Uvicorn configures only its own loggers: unless something else configured logging,
-    PlanHer's INFO lines (migrations applied, models trained, clients gone) are written
-    beside uvicorn's, in its format, rather than dropped."""
-    package_logger = logging.getLogger("planher")
-    if logging.getLogger().handlers or package_logger.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-    package_logger.addHandler(handler)
-    if package_logger.level == logging.NOTSET:
-        package_logger.setLevel(logging.INFO)
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette):
     settings, database = app.state.settings, app.state.database
-    log_beside_uvicorn()
     mask_secret_paths()
     try:
         keys = signing_keys(settings)
@@ -233,10 +220,12 @@ async def lifespan(app: Starlette):
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
+    log_beside_uvicorn(settings.log_format)  # before uvicorn's first line of this process
     app = Starlette(
         routes=ROUTES,
         middleware=[
             Middleware(QuietStartupFailureMiddleware),
+            Middleware(RequestIdMiddleware),
             Middleware(ClientGoneMiddleware),
             Middleware(RequestReadTimeoutMiddleware, timeout_s=settings.request_read_timeout_s),
             Middleware(ClientAddressMiddleware, trusted=settings.forwarded_allow_ips),

@@ -35,7 +35,7 @@ CORS_REQUEST_HEADERS = (
     "Cache-Control",
     "Pragma",
 )
-CORS_EXPOSED_HEADERS = ("X-Total-Count", "Retry-After", "WWW-Authenticate")
+CORS_EXPOSED_HEADERS = ("X-Total-Count", "Retry-After", "WWW-Authenticate", "X-Request-ID")
 DEFAULT_CORS_ORIGINS = (
     "http://localhost:3000",  # create-react-app dev server
     "http://127.0.0.1:3000",
@@ -250,6 +250,7 @@ class Settings:
     retrain_pause_s: int = RETRAIN_PAUSE_S
     population_retrain_pause_s: int = POPULATION_RETRAIN_PAUSE_S
     population_check_s: float = POPULATION_CHECK_S  # everyone's cycles: see PopulationStore
+    log_format: str = "text"  # or json: one JSON object per line
     db_timeout_s: float = DB_TIMEOUT_S
     db_pool_size: int = DB_POOL_SIZE
     forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed

@@ -87,6 +87,14 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
 RETRY_AFTER_HEADER = {
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
 }
+# On every answer: the request's id, the client's own when it sent a sane one.
+REQUEST_ID_HEADERS = {
+    "X-Request-ID": {
+        "description": "This request's id, on every log line written for it: the client's "
+        "X-Request-ID when it is 1-128 letters, digits or . _ : -, else a new one",
+        "schema": {"type": "string"},
+    }
+}
 
 
 class _Responses:
@@ -104,21 +112,25 @@ class _Responses:
         self, status: int, description: str, schema: dict[str, Any] | None = None, **extra: Any
     ) -> None:
         """An answer whose body is `schema`, by default the error body."""
-        if status == 401:
-            extra = {"headers": WWW_AUTHENTICATE_HEADER, **extra}
+        headers = {
+            **REQUEST_ID_HEADERS,
+            **(WWW_AUTHENTICATE_HEADER if status == 401 else {}),
+            **extra.pop("headers", {}),
+        }
         self.by_status[str(status)] = {
             "description": description,
+            "headers": headers,
             **extra,
             "content": _json_content(self.error if schema is None else schema),
         }
 
     def success(self, status: int, description: str, operation: Operation) -> None:
-        answer: dict[str, Any] = {"description": description}
+        answer: dict[str, Any] = {"description": description, "headers": dict(REQUEST_ID_HEADERS)}
         if operation.ok_schema is not None:
             schema = self.reference(operation.ok_schema)
             answer["content"] = {operation.media_type: {"schema": schema}}
         if typing.get_origin(operation.ok_schema) is list:
-            answer["headers"] = {
+            answer["headers"] |= {
                 "X-Total-Count": {
                     "description": "How many items match, on every page",
                     "schema": {"type": "integer", "minimum": 0},

@@ -32,6 +32,8 @@ from planher.application import create_app
 from planher.config import MAX_BODY_BYTES, MAX_LIST_OFFSET, RETRY_AFTER_S, __version__
 from planher.errors import ERROR_CODES
 from planher.web.error_responses import REQUEST_READ_TIMEOUT_DETAIL
+from planher.web.log_lines import WithRequestId
+from planher.web.request_id import JsonFormatter, RequestIdFilter
 
 
 def test_health_is_liveness_with_the_version(client):
@@ -303,6 +305,7 @@ def test_the_docs_page_is_swagger_ui_served_by_the_service_itself(client):
 def test_nothing_sensitive_reaches_the_logs_even_at_debug(client, caplog):
     email, password, new_password = new_email(), "a secret passphrase 1", "another secret 2"
     note = "private note about cramps 8d2f"
+    caplog.handler.addFilter(RequestIdFilter())  # as the service's handlers have it
     with caplog.at_level(logging.DEBUG):
         assert (
             client.post("/auth/register", json={"email": email, "password": password}).status_code
@@ -339,8 +342,10 @@ def test_nothing_sensitive_reaches_the_logs_even_at_debug(client, caplog):
         finally:
             run(client, database.connect)
         client.delete("/users/me", headers=headers)
-    formatter = logging.Formatter("%(name)s %(message)s")
-    logged = "\n".join(formatter.format(record) for record in caplog.records)
+    formats = (WithRequestId("%(name)s %(message)s"), JsonFormatter())  # LOG_FORMAT text, json
+    logged = "\n".join(
+        formatter.format(record) for record in caplog.records for formatter in formats
+    )
     assert "Traceback" in logged and "no_such_table" in logged  # the capture saw it all
     for secret in (email, password, new_password, note, *tokens.values()):
         if isinstance(secret, str) and len(secret) > 6:

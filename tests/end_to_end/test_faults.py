@@ -116,6 +116,7 @@ def test_a_client_that_goes_away_costs_one_info_line_and_no_traceback(tmp_path):
                 client.sendall(
                     b"POST /moods/ HTTP/1.1\r\nHost: planher\r\n"
                     + f"Authorization: {headers['Authorization']}\r\n".encode()
+                    + b"X-Request-ID: gone-1\r\n"
                     + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
                     + b'{"energy_lev'
                 )
@@ -131,7 +132,9 @@ def test_a_client_that_goes_away_costs_one_info_line_and_no_traceback(tmp_path):
     text = log.read_text()
     assert "Traceback" not in text and "ERROR" not in text, text
     gone = [line for line in text.splitlines() if "went away" in line]
-    assert gone == ["INFO:     planher.web.middleware: client went away during POST /moods/"]
+    assert gone == [
+        "INFO:     planher.web.middleware: client went away during POST /moods/ [gone-1]"
+    ]
 
 
 def test_two_workers_take_fifty_concurrent_writers_without_errors(database_for_faults, tmp_path):
