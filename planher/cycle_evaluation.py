@@ -175,9 +175,11 @@ def drips_rule(starts, lengths, actual) -> Forecast | None:
     return forecast_from(predicted, actual, len(lengths), range_)
 
 
-def at_cycle_start(women: Mapping[str, Cycles]) -> dict[str, list[Forecast]]:
-    """Every rule's forecast at each start of every woman with a cycle behind her."""
-    populations = cross_fitted_populations(women)
+def at_cycle_start(
+    women: Mapping[str, Cycles], populations: Mapping[str, CyclePopulation]
+) -> dict[str, list[Forecast]]:
+    """Every rule's forecast at each start of every woman with a cycle behind her (PlanHer's
+    with `populations`, cross_fitted_populations' answer)."""
     forecasts: dict[str, list[Forecast]] = collections.defaultdict(list)
     for name, cycles in women.items():
         rules = {
@@ -197,10 +199,11 @@ def at_cycle_start(women: Mapping[str, Cycles]) -> dict[str, list[Forecast]]:
     return forecasts
 
 
-def with_ovulation_known(women: Mapping[str, Cycles]) -> list[Forecast]:
+def with_ovulation_known(
+    women: Mapping[str, Cycles], populations: Mapping[str, CyclePopulation]
+) -> list[Forecast]:
     """An LH test positive the day before each cycle's estimated ovulation (and in each
     earlier cycle of hers), the next start predicted two days after it."""
-    populations = cross_fitted_populations(women)
     forecasts = []
     for name, cycles in women.items():
         signs: list[FertilitySign] = []
@@ -268,9 +271,11 @@ def score_line(label: str, figures: Mapping[str, float | None]) -> str:
     )
 
 
-def next_start_report(title: str, women: Mapping[str, Cycles]) -> list[str]:
+def next_start_report(
+    title: str, women: Mapping[str, Cycles], populations: Mapping[str, CyclePopulation]
+) -> list[str]:
     """Every rule's scores at cycle start, by how many cycles each woman had behind her."""
-    forecasts = at_cycle_start(women)
+    forecasts = at_cycle_start(women, populations)
     tables = {rule: by_known_cycles(rule_forecasts) for rule, rule_forecasts in forecasts.items()}
     lines = [
         f"Next period at cycle start, {title} ({len(women)} women, halves cross-fitted: the "

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from planher.cycle_evaluation import (
+    cross_fitted_populations,
     next_start_report,
     read_cycle_lengths,
     read_fedcycle,
@@ -139,13 +140,15 @@ def evaluation_report(
     lines = []
     if fedcycle.is_file():
         charted = read_fedcycle(fedcycle)
-        lines += next_start_report(fedcycle.name, charted)
+        populations = cross_fitted_populations(charted)
+        lines += next_start_report(fedcycle.name, charted, populations)
         lines.append("Next period once ovulation is known (LH the day before, asked 2 days on):")
-        lines.append(score_line("PlanHer", scores(with_ovulation_known(charted))))
+        lines.append(score_line("PlanHer", scores(with_ovulation_known(charted, populations))))
     else:
         lines.append(f"FedCycleData is not at {fedcycle}: its next-period figures skipped.")
     for path in cycle_files:
-        lines += next_start_report(path.name, read_cycle_lengths(path))
+        women = read_cycle_lengths(path)
+        lines += next_start_report(path.name, women, cross_fitted_populations(women))
     lines.append(
         f"Energy on the demo generator ({women} women of each kind, scored on the "
         f"{ENERGY_EVALUATION_TEST_DAYS} days after training; the population model is "

@@ -16,6 +16,7 @@ from planher.cycle_evaluation import (
     CycleFileError,
     at_cycle_start,
     by_known_cycles,
+    cross_fitted_populations,
     read_cycle_lengths,
     read_fedcycle,
     scores,
@@ -36,8 +37,14 @@ def women():
 
 
 @pytest.fixture(scope="module")
-def tables(women):
-    return {rule: by_known_cycles(forecasts) for rule, forecasts in at_cycle_start(women).items()}
+def populations(women):
+    return cross_fitted_populations(women)
+
+
+@pytest.fixture(scope="module")
+def tables(women, populations):
+    forecasts = at_cycle_start(women, populations)
+    return {rule: by_known_cycles(rule_forecasts) for rule, rule_forecasts in forecasts.items()}
 
 
 def test_the_loader_reproduces_the_data_readmes_reference_figures(women, tables):
@@ -94,8 +101,10 @@ def test_a_population_learned_from_other_women_beats_the_built_in_one(tables):
     assert learned["mean_range_width_days"] < built_in["mean_range_width_days"]
 
 
-def test_once_ovulation_is_known_the_next_start_comes_from_her_luteal_phase(women, capsys):
-    figures = scores(with_ovulation_known(women))
+def test_once_ovulation_is_known_the_next_start_comes_from_her_luteal_phase(
+    women, populations, capsys
+):
+    figures = scores(with_ovulation_known(women, populations))
     with capsys.disabled():
         print(
             "\nFedCycleData, ovulation known (LH positive the day before, asked two days "

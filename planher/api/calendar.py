@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
+from planher.api.common import everyones_cycles
 from planher.calendar_feed import Reminder, calendar_feed_ics
 from planher.clock import today_in, utc_now
 from planher.config import CALENDAR_FEED_TOKEN_BYTES
@@ -119,7 +120,7 @@ async def calendar_feed(request: Request) -> Response:
         [PeriodSpan(row["start_date"], row["end_date"], row["excluded"]) for row in periods],
         await fetch_profile(database, owner["id"]),
         [FertilitySign(**sign) for sign in signs],
-        request.app.state.cycle_population.current,
+        everyones_cycles(request),
     )
     # Opaque, stable per user, and no use to anyone: UIDs must not carry her account id.
     feed_key = hashlib.sha256(f"{owner['id']}:{owner['created_at']}".encode()).hexdigest()[:16]

@@ -59,10 +59,15 @@ def page_and_calendar(
     )
 
 
+def everyones_cycles(request: Request) -> CyclePopulation:
+    """The population learned last from every woman's cycles."""
+    return request.app.state.cycle_population.current
+
+
 async def her_calendar(request: Request) -> CycleCalendar:
     """The signed-in woman's cycles."""
     return await request.app.state.database.read(
-        calendar_of, request.user.id, request.app.state.cycle_population.current
+        calendar_of, request.user.id, everyones_cycles(request)
     )
 
 

@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from planher.api.common import calendar_of, her_today
+from planher.api.common import calendar_of, everyones_cycles, her_today
 from planher.clock import utc_now
 from planher.config import IMPORT_SPOOL_BYTES
 from planher.cycles.population import CyclePopulation
@@ -150,7 +150,7 @@ async def import_me(request: Request, query: ImportQuery) -> Any:
     database, user_id = request.app.state.database, request.user.id
     today, retention_days = her_today(request), request.user.account["retention_days"]
     keep_from = None if retention_days is None else today - dt.timedelta(days=retention_days)
-    planning = (user_id, history, today, keep_from, request.app.state.cycle_population.current)
+    planning = (user_id, history, today, keep_from, everyones_cycles(request))
     if query.dry_run:
         plan = await database.read(import_plan, *planning)
         return import_report(history, plan, dry_run=True)

@@ -12,6 +12,7 @@ from planher.api.common import (
     change_her_day,
     check_not_in_the_future,
     delete_owned,
+    everyones_cycles,
     her_calendar,
     her_today,
     insert_her_day,
@@ -38,7 +39,7 @@ def mood_conflict(date: dt.date) -> APIError:
 @endpoint("Her moods, newest first", ok=(200, list[MoodOut]), query=ListQuery)
 async def list_moods(request: Request, query: ListQuery) -> Any:
     rows, total, calendar = await request.app.state.database.read(
-        page_and_calendar, MOODS, query, request.user.id, request.app.state.cycle_population.current
+        page_and_calendar, MOODS, query, request.user.id, everyones_cycles(request)
     )
     return list_response([mood_out(row, calendar) for row in rows], total)
 

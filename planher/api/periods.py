@@ -12,6 +12,7 @@ from starlette.responses import Response
 from planher.api.common import (
     calendar_of,
     delete_owned,
+    everyones_cycles,
     her_today,
     list_response,
     page_and_calendar,
@@ -49,7 +50,7 @@ async def list_periods(request: Request, query: ListQuery) -> Any:
         PERIODS,
         query,
         request.user.id,
-        request.app.state.cycle_population.current,
+        everyones_cycles(request),
     )
     return list_response([period_out(row, calendar) for row in rows], total)
 
@@ -69,7 +70,7 @@ async def create_period(request: Request, body: PeriodBody) -> Any:
             log_period,
             request.user.id,
             body.model_dump(),
-            request.app.state.cycle_population.current,
+            everyones_cycles(request),
         )
     except UNIQUE_VIOLATIONS:  # the same start logged twice at once
         raise APIError(
@@ -140,7 +141,7 @@ async def update_period(request: Request, body: PeriodUpdateBody) -> Any:
         request.user.id,
         changes,
         her_today(request),
-        request.app.state.cycle_population.current,
+        everyones_cycles(request),
     )
 
 

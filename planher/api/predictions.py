@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from starlette.requests import Request
 
-from planher.api.common import calendar_of, her_calendar, her_today, list_response
+from planher.api.common import calendar_of, everyones_cycles, her_calendar, her_today, list_response
 from planher.clock import utc_now
 from planher.cycles.calendar import CycleCalendar, CycleDay
 from planher.cycles.population import CyclePopulation
@@ -117,7 +117,7 @@ async def current_prediction(request: Request, query: PredictionQuery) -> Any:
     today, user_id, database = her_today(request), request.user.id, request.app.state.database
     date = query.date or today
     calendar, last = await database.read(
-        calendar_and_last_served, user_id, request.app.state.cycle_population.current, date
+        calendar_and_last_served, user_id, everyones_cycles(request), date
     )
     check_something_to_predict_from(calendar)
     model = await active_model(request.app, user_id)

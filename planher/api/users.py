@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from planher.api.common import mood_out, period_out
+from planher.api.common import everyones_cycles, mood_out, period_out
 from planher.clock import utc_now
 from planher.cycles.calendar import CycleCalendar, PeriodSpan
 from planher.cycles.ovulation import FertilitySign
@@ -181,7 +181,7 @@ async def export_me(request: Request) -> Any:
         [PeriodSpan(row["start_date"], row["end_date"], row["excluded"]) for row in periods],
         profile,
         [FertilitySign(**{name: row[name] for name in SIGN_FIELDS}) for row in signs],
-        request.app.state.cycle_population.current,
+        everyones_cycles(request),
     )
     await audit(request, "export", ok=True)
     return {
