@@ -147,8 +147,8 @@ def evaluation_report(
     else:
         lines.append(f"FedCycleData is not at {fedcycle}: its next-period figures skipped.")
     for path in cycle_files:
-        women = read_cycle_lengths(path)
-        lines += next_start_report(path.name, women, cross_fitted_populations(women))
+        theirs = read_cycle_lengths(path)
+        lines += next_start_report(path.name, theirs, cross_fitted_populations(theirs))
     lines.append(
         f"Energy on the demo generator ({women} women of each kind, scored on the "
         f"{ENERGY_EVALUATION_TEST_DAYS} days after training; the population model is "
