@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import hashlib
@@ -43,26 +42,22 @@ from planher.api.observations import (
 from planher.api.periods import create_period, delete_period, list_periods, update_period
 from planher.api.predictions import current_prediction, forecast, prediction_history, retrain
 from planher.api.profiles import create_profile, get_profile, update_profile
-from planher.api.service import health, health_ready
+from planher.api.service import health, health_ready, metrics
 from planher.api.users import delete_me, export_me, update_me
-from planher.config import (
-    CORS_EXPOSED_HEADERS,
-    CORS_REQUEST_HEADERS,
-    RETENTION_RETRY_S,
-    RETENTION_SWEEP_INTERVAL_S,
-    Settings,
-)
+from planher.config import CORS_EXPOSED_HEADERS, CORS_REQUEST_HEADERS, Settings
 from planher.energy.models import MODEL_SIGNATURE_SALT, ModelCache
 from planher.energy.trainer import Trainer
+from planher.energy.training_queue import QueuedTraining, TrainingQueue
+from planher.metrics import forget_this_process
 from planher.population_store import PopulationStore
+from planher.retention_sweep import sweep_daily
 from planher.security.authentication import BearerTokenBackend
 from planher.security.passwords import hash_password
 from planher.security.rate_limits import RequestCounter
 from planher.security.tokens import MissingSecretKeys, TokenSigner, signing_keys
-from planher.storage.database import Database, background_task, database_for
+from planher.storage.database import background_task, database_for
 from planher.storage.failures import DatabaseUnavailable, FailureLog, failure_kind
 from planher.storage.migrations import migrate
-from planher.storage.queries import delete_expired_history
 from planher.web.access_log import mask_secret_paths
 from planher.web.endpoint import Handler
 from planher.web.error_handlers import (
@@ -72,6 +67,7 @@ from planher.web.error_handlers import (
     server_error,
     validation_error,
 )
+from planher.web.graceful_shutdown import CloseWhileDrainingMiddleware, GracefulShutdown
 from planher.web.log_lines import log_beside_uvicorn
 from planher.web.middleware import (
     BodySizeLimitMiddleware,
@@ -86,6 +82,7 @@ from planher.web.middleware import (
 from planher.web.openapi import openapi_document
 from planher.web.request_errors import BodyTooLarge, RequestReadTimeout, RequestValidationError
 from planher.web.request_id import RequestIdMiddleware
+from planher.web.request_metrics import ROUTE_SCOPE_KEY, RequestMetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +92,7 @@ def resource(path: str, **handlers: Handler) -> Route:
     lists every allowed method in its Allow header."""
 
     async def dispatch(request: Request) -> Response:
+        request.scope[ROUTE_SCOPE_KEY] = path
         method = "get" if request.method == "HEAD" else request.method.lower()
         return await handlers[method](request)
 
@@ -142,34 +140,11 @@ ROUTES = [
     resource("/admin/audit", get=admin_audit),
     resource("/health", get=health),
     resource("/health/ready", get=health_ready),
+    Route("/metrics", metrics, include_in_schema=False),
     resource("/openapi.json", get=openapi_json),
     resource("/docs", get=docs),
     Route("/docs/assets/{name}", docs_asset, include_in_schema=False),
 ]
-
-
-async def sweep_expired_history(database: Database) -> bool:
-    """One retention sweep; False if the database could not serve it."""
-    try:
-        deleted = await delete_expired_history(database)
-    except DatabaseUnavailable:
-        return False
-    if deleted:
-        logger.info("retention: deleted %d rows past their owners' retention_days", deleted)
-    return True
-
-
-async def sweep_expired_history_daily(database: Database) -> None:
-    """Retention after start-up: a sweep every RETENTION_SWEEP_INTERVAL_S, and a minute
-    after one that failed (the database may be back by then)."""
-    pause = RETENTION_SWEEP_INTERVAL_S
-    while True:
-        await asyncio.sleep(pause)
-        pause = (
-            RETENTION_SWEEP_INTERVAL_S
-            if await sweep_expired_history(database)
-            else RETENTION_RETRY_S
-        )
 
 
 @contextlib.asynccontextmanager
@@ -205,27 +180,39 @@ async def lifespan(app: Starlette):
         # the event loop) takes milliseconds instead of ~50-80 ms.
         gc.collect()
         gc.freeze()
-        await sweep_expired_history(database)
-        chores = [
-            background_task(sweep_expired_history_daily(database)),
-            background_task(app.state.cycle_population.keep_fresh()),
-        ]
+        chores = []
+        if app.state.serves_requests:
+            app.state.shutdown.take_signal_first()
+            chores = [
+                background_task(sweep_daily(database)),
+                background_task(app.state.cycle_population.keep_fresh()),
+            ]
         yield
         for chore in chores:
             chore.cancel()
         await app.state.trainer.drain()
     finally:
         await database.disconnect()
+        forget_this_process()
+    app.state.shutdown.exit_cleanly_if_signalled()
+
+
+TRAINING_MODES = ("inline", "worker")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environ()
     log_beside_uvicorn(settings.log_format)  # before uvicorn's first line of this process
+    if settings.training not in TRAINING_MODES:
+        raise ValueError(f"TRAINING is {settings.training!r}: it can be inline or worker")
+    shutdown = GracefulShutdown(settings.shutdown_drain_s)
     app = Starlette(
         routes=ROUTES,
         middleware=[
             Middleware(QuietStartupFailureMiddleware),
+            Middleware(RequestMetricsMiddleware),
             Middleware(RequestIdMiddleware),
+            Middleware(CloseWhileDrainingMiddleware, shutdown=shutdown),
             Middleware(ClientGoneMiddleware),
             Middleware(RequestReadTimeoutMiddleware, timeout_s=settings.request_read_timeout_s),
             Middleware(ClientAddressMiddleware, trusted=settings.forwarded_allow_ips),
@@ -258,7 +245,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.failure_log = FailureLog(app.state.database.display_url)
     app.state.model_cache = ModelCache(settings.model_cache_size)
     app.state.cycle_population = PopulationStore(app.state.database, settings.population_check_s)
-    app.state.trainer = Trainer(app)
+    app.state.shutdown = shutdown
+    app.state.serves_requests = True  # with_app's commands run no chores and take no signal
+    app.state.trainer = (
+        QueuedTraining(
+            TrainingQueue(app.state.database, settings.training_claim_stale_s),
+            app.state.failure_log,
+        )
+        if settings.training == "worker"
+        else Trainer(app)
+    )
     app.state.request_counter = RequestCounter(settings.rate_limits["api_user"])
     app.state.rate_limits_purged_at = -math.inf
     return app
@@ -268,5 +264,6 @@ async def with_app(settings: Settings, work: Callable[[Starlette], Awaitable[Any
     """Run `work` inside the app's lifespan (database connected, migrations applied): for
     commands and benchmarks that need the app's state without serving it."""
     app = create_app(settings)
+    app.state.serves_requests = False
     async with lifespan(app):
         return await work(app)

@@ -1,13 +1,16 @@
-"""The command line: `python -m planher` migrate, create-admin, backup, restore, demo, evaluate."""
+"""The command line: `python -m planher` migrate, create-admin, backup, restore, demo, evaluate,
+worker."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import logging
 import os
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from planher.cycle_evaluation import FEDCYCLE_DATA, CycleFileError
 from planher.energy.demo import bayes_rate, generate_demo_history
 from planher.energy.store import training_samples
 from planher.energy.trainer import retrain_if_due, train_and_store
+from planher.energy.training_worker import work_on_training_queue
 from planher.evaluation import ENERGY_EVALUATION_WOMEN, evaluation_report
 from planher.schemas.fields import Email, NewPassword
 from planher.schemas.responses import ModelSummaryOut
@@ -112,6 +116,15 @@ async def seed_demo(app: Starlette, days: int = DEMO_DAYS) -> dict[str, Any]:
     }
 
 
+async def train_until_stopped(app: Starlette) -> None:
+    """The worker: trainings from the queue until SIGTERM or Ctrl-C, the one under way
+    finished first."""
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    for stopping_signal in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stopping_signal, stop.set)
+    await work_on_training_queue(app, stop)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m planher", description="PlanHer: the backend of a cycle-tracking app."
@@ -155,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     evaluate_parser.add_argument(
         "--women", type=int, default=ENERGY_EVALUATION_WOMEN, help="generated women for energy"
     )
+    commands.add_parser(
+        "worker",
+        help="train the models web processes queue under TRAINING=worker, until SIGTERM",
+    )
     restore_parser.add_argument("file", type=Path)
     restore_parser.add_argument(
         "--force", action="store_true", help="replace a database that holds accounts"
@@ -181,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         print(backup(settings, arguments.file))
     elif arguments.command == "restore":
         print(restore(settings, arguments.file, arguments.force))
+    elif arguments.command == "worker":
+        # The worker itself trains what it takes (and what loading a model finds stale).
+        asyncio.run(with_app(dataclasses.replace(settings, training="inline"), train_until_stopped))
     elif arguments.command == "demo":
         demo = asyncio.run(with_app(settings, lambda app: seed_demo(app, arguments.days)))
         model = ModelSummaryOut.model_validate(demo["model"])

@@ -46,6 +46,7 @@ DEFAULT_CORS_ORIGINS = (
 # Background retraining waits at least this long after the last training, whatever a client
 # sends (a flood of moods, a benchmark).
 RETRAIN_PAUSE_S = 60
+TRAINING_CLAIM_STALE_S = 45  # a training claim not renewed this long is a dead process's
 POPULATION_RETRAIN_PAUSE_S = 10 * 60
 MODEL_CACHE_SIZE = 512  # loaded energy models kept per process (~80 KB each: ~40 MB)
 MAX_BODY_BYTES = 1024 * 1024
@@ -71,6 +72,9 @@ REQUEST_READ_LINGER_S = 2.0  # after such a 408, what the client still sends is 
 DB_TIMEOUT_S = 5.0
 DB_POOL_SIZE = 8  # connections per process (SQLite: for large reads; its writer has one)
 RETRY_AFTER_S = 5  # what a 503 asks the client to wait
+# After SIGTERM an instance answers unready but keeps serving this long: at least two probe
+# intervals of the load balancer in front of it (web/graceful_shutdown.py).
+SHUTDOWN_DRAIN_S = 1.0
 FAILURE_LOG_INTERVAL_S = 10  # one log line per kind of database failure per interval
 LARGE_READ_CHUNK_ROWS = 2_000  # a large read hands the event loop back after each chunk
 WRITER_TURN_POLL_S = 0.002  # how often a writer checks whether another process is done
@@ -128,11 +132,11 @@ EARLIEST_DATE = dt.date(1900, 1, 1)
 LATEST_DATE = dt.date(2200, 12, 31)
 
 # Her history on the server: retention_days is null (keep all) or at least this many days,
-# and what is older goes in a sweep at start-up and then every RETENTION_SWEEP_INTERVAL_S.
+# and what is older goes in a daily sweep (retention_sweep.py).
 RETENTION_MIN_DAYS = 90
 RETENTION_MAX_DAYS = 100 * 366
-RETENTION_SWEEP_INTERVAL_S = 24 * 60 * 60
-RETENTION_RETRY_S = 60
+RETENTION_SWEEP_INTERVAL_S = 24 * 60 * 60  # one sweep per day for all instances together…
+RETENTION_CHECK_S = 10 * 60  # …which each asks for this often (one upsert)
 # The calendar feed: her logged periods, and this many predicted ones with fertile windows.
 CALENDAR_PREDICTED_PERIODS = 6
 CALENDAR_FEED_TOKEN_BYTES = 32
@@ -250,9 +254,14 @@ class Settings:
     retrain_pause_s: int = RETRAIN_PAUSE_S
     population_retrain_pause_s: int = POPULATION_RETRAIN_PAUSE_S
     population_check_s: float = POPULATION_CHECK_S  # everyone's cycles: see PopulationStore
+    shutdown_drain_s: float = SHUTDOWN_DRAIN_S
+    training: str = "inline"  # or worker: web processes queue trainings for `planher worker`
+    training_claim_stale_s: float = TRAINING_CLAIM_STALE_S
     log_format: str = "text"  # or json: one JSON object per line
+    metrics_token: str = ""  # GET /metrics answers only to this Bearer token; none: off
     db_timeout_s: float = DB_TIMEOUT_S
     db_pool_size: int = DB_POOL_SIZE
+    db_statement_cache: bool = True  # false behind a transaction-mode pooler (docs/operations.md)
     forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed
     request_read_timeout_s: float = REQUEST_READ_TIMEOUT_S
     import_max_bytes: int = IMPORT_MAX_BYTES

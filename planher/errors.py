@@ -34,6 +34,7 @@ ERROR_CODES = {
     "rate_limited": "429: too many requests; wait Retry-After seconds",
     "internal_error": "500: a bug of ours",
     "database_unavailable": "503: the database cannot serve now; retry after Retry-After",
+    "shutting_down": "503 (readiness only): this instance is stopping; send to another",
 }
 
 

@@ -54,6 +54,7 @@ from conftest import (  # noqa: E402
     free_port,
     procfile_web_command,
     temporary_postgres_database,
+    through_pgbouncer,
 )
 from planher.application import with_app  # noqa: E402
 from planher.clock import utc_now, utc_today  # noqa: E402
@@ -675,12 +676,13 @@ def main() -> None:
     parser.add_argument("--moods-per-user", type=int, default=100)
     parser.add_argument(
         "--part",
-        choices=["all", "endpoints", "data-layer", "slow-clients", "import"],
+        choices=["all", "endpoints", "data-layer", "slow-clients", "import", "capacity"],
         default="all",
         help="endpoints: every hot endpoint at 1M moods; data-layer: beside the peer, "
         "writes beside a bare INSERT loop, event-loop stalls, uvicorn[standard]; "
         "slow-clients: /health while --tricklers connections trickle their headers or body; "
-        "import: 10 years of history imported, and the memory of a --xml-mb MB export.xml",
+        "import: 10 years of history imported, and the memory of a --xml-mb MB export.xml; "
+        "capacity (PostgreSQL): the hot paths per worker, direct and through PgBouncer",
     )
     parser.add_argument("--tricklers", type=int, default=500)
     parser.add_argument("--xml-mb", type=int, default=200, help="size of the Apple export.xml")
@@ -695,6 +697,8 @@ def main() -> None:
         slow_clients(arguments)
     if arguments.part in ("all", "import"):
         imports(arguments)
+    if arguments.part in ("all", "capacity"):
+        capacity(arguments)
 
 
 def bench_environment(url: str) -> dict[str, str]:
@@ -1187,6 +1191,75 @@ def imports(arguments) -> None:
         f"{raw_before:.0f} MiB before, peak {raw_after:.0f} MiB after: at most "
         f"+{raw_after - raw_before:.0f} MiB"
     )
+
+
+# ── capacity: what one worker serves, directly and through a pooler ──
+
+CAPACITY_PATHS = (
+    "GET /auth/me",
+    "GET /moods/?limit=30",
+    "GET /predictions/current",
+    "POST /moods/",
+)
+
+
+def capacity(arguments) -> None:
+    """Requests per second of the hot paths for 1 and 2 workers on PostgreSQL directly, for
+    1 worker with the statement caches off (what a transaction-mode pooler needs) and for 1
+    worker through PgBouncer with them off: the figures of docs/operations.md's capacity
+    section."""
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        print("capacity: set DATABASE_URL to a PostgreSQL server (and run PgBouncer, .ci/run)")
+        return
+    seconds, connections = arguments.duration, arguments.connections
+    with tempfile.TemporaryDirectory(prefix="planher-bench-") as workdir:
+        with fresh_database(Path(workdir)) as url:
+            migrate(url)
+            password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
+            seed(url, 1, SMALL_USERS, arguments.moods_per_user, password_hash.decode())
+            setups = {
+                "direct, 1 worker": (bench_environment(url), 1),
+                "direct, 2 workers": (bench_environment(url), 2),
+                "direct, caches off, 1 worker": (
+                    {**bench_environment(url), "DB_STATEMENT_CACHE": "false"},
+                    1,
+                ),
+                "PgBouncer, 1 worker": (
+                    {**bench_environment(through_pgbouncer(url)), "DB_STATEMENT_CACHE": "false"},
+                    1,
+                ),
+            }
+            results: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
+            for _ in range(3):  # interleaved rounds: the machine's drift hits every setup
+                for name, (environment, workers) in setups.items():
+                    with server(
+                        "planher:app", environment, workers=workers, options=procfile_options()
+                    ) as base:
+                        auth = signed_in(base, "bench1@example.org")
+                        for path in CAPACITY_PATHS:
+                            method, _, target = path.partition(" ")
+                            script = (
+                                POST_MOODS_SCRIPT.replace("AUTH", auth["Authorization"])
+                                if method == "POST"
+                                else None
+                            )
+                            results[name, path].append(
+                                wrk(f"{base}{target}", seconds, connections, auth, script)
+                            )
+    print(
+        f"\nCapacity on PostgreSQL (wrk -t2 -c{connections} -d{seconds}s, median of 3 "
+        f"interleaved rounds, {os.cpu_count()} cores, the load generator on the same cores)\n"
+    )
+    print("| path | " + " | ".join(f"{name} req/s" for name in setups) + " | PgBouncer ÷ direct |")
+    print("|---|" + "---:|" * (len(setups) + 1))
+    for path in CAPACITY_PATHS:
+        rates = {name: median_result(results[name, path])["rps"] for name in setups}
+        cost = rates["PgBouncer, 1 worker"] / rates["direct, 1 worker"]
+        print(
+            f"| {path} | "
+            + " | ".join(f"{rate:,.0f}" for rate in rates.values())
+            + f" | {cost:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -99,6 +99,30 @@ def postgres_server_url() -> str:
     return url
 
 
+PGBOUNCER_URL = os.environ.get("PGBOUNCER_URL", "postgresql://postgres@127.0.0.1:6432/test")
+
+
+def through_pgbouncer(database_url: str) -> str:
+    """The same PostgreSQL database reached through PgBouncer in transaction mode (started
+    by .ci/run from .ci/pgbouncer.ini); skips the test if none answers, unless
+    PLANHER_REQUIRE_PGBOUNCER is set (CI), where that fails it."""
+    pooler = urlsplit(PGBOUNCER_URL)
+    url = urlunsplit(urlsplit(database_url)._replace(netloc=pooler.netloc))
+
+    async def ping() -> None:
+        connection = await asyncpg.connect(url, timeout=3, statement_cache_size=0)
+        await connection.close()
+
+    try:
+        asyncio.run(ping())
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        why = f"no PgBouncer reachable at {PGBOUNCER_URL}: {error}"
+        if os.environ.get("PLANHER_REQUIRE_PGBOUNCER"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return url
+
+
 @contextlib.contextmanager
 def fresh_database_url(dialect: str, folder: Path):
     if dialect == "sqlite":
@@ -128,6 +152,9 @@ def make_settings(database_url: str, **changes) -> Settings:
         # forecasts must not see the population change between them. Tests that want it
         # learned call app.state.cycle_population.learn.
         "population_check_s": 10**9,
+        # The whole suite can run through PgBouncer in transaction mode: DATABASE_URL at its
+        # port and DB_STATEMENT_CACHE=false, as docs/operations.md says to run behind one.
+        "db_statement_cache": os.environ.get("DB_STATEMENT_CACHE", "true") != "false",
     }
     return Settings(database_url=database_url, **{**defaults, **changes})
 
@@ -301,12 +328,17 @@ def wait_until_answering(url: str, process: subprocess.Popen, why_not) -> None:
 
 @contextlib.contextmanager
 def uvicorn_server(
-    database_url: str, log: Path, workers: int = 1, access_log: bool = False, **environment: str
+    database_url: str,
+    log: Path,
+    workers: int = 1,
+    access_log: bool = False,
+    port: int | None = None,
+    **environment: str,
 ):
-    """The Procfile's web process (as many workers as asked) serving planher:app on a free
-    port, with generous rate limits unless `environment` says otherwise, and its access log
-    off unless asked; yields (base URL, the process)."""
-    port = free_port()
+    """The Procfile's web process (as many workers as asked) serving planher:app on `port`
+    (a free one if not given), with generous rate limits unless `environment` says
+    otherwise, and its access log off unless asked; yields (base URL, the process)."""
+    port = port or free_port()
     command = [argument.replace("${PORT:-8000}", str(port)) for argument in procfile_web_command()]
     with log.open("ab") as output:
         server = subprocess.Popen(

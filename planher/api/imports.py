@@ -23,6 +23,7 @@ from planher.errors import APIError
 from planher.importers.detection import read_import
 from planher.importers.history import FileTooLarge, ImportedHistory, MalformedFile, UnknownFormat
 from planher.importers.plan import ImportPlan, import_report, plan_import
+from planher.metrics import IMPORTS
 from planher.schemas.responses import ImportFormat, ImportQuery, ImportReportOut
 from planher.security.audit import audit
 from planher.storage.queries import lock_her_writes
@@ -67,6 +68,7 @@ async def read_her_file(request: Request, format_name: str | None) -> ImportedHi
         try:
             return await run_in_threadpool(read_import, file, format_name, max_unpacked)
         except UnknownFormat:
+            IMPORTS.labels(format=format_name or "unknown", outcome="unknown_format").inc()
             raise APIError(
                 422,
                 "unknown_format",
@@ -75,8 +77,10 @@ async def read_her_file(request: Request, format_name: str | None) -> ImportedHi
                 + "); name one with ?format= if it is one of them",
             ) from None
         except MalformedFile as error:
+            IMPORTS.labels(format=format_name or "detected", outcome="malformed").inc()
             raise APIError(422, "malformed_file", f"The file cannot be imported: {error}") from None
         except FileTooLarge:
+            IMPORTS.labels(format=format_name or "detected", outcome="too_large").inc()
             raise APIError(
                 413,
                 "file_too_large",
@@ -153,9 +157,11 @@ async def import_me(request: Request, query: ImportQuery) -> Any:
     planning = (user_id, history, today, keep_from, everyones_cycles(request))
     if query.dry_run:
         plan = await database.read(import_plan, *planning)
+        IMPORTS.labels(format=history.format, outcome="dry_run").inc()
         return import_report(history, plan, dry_run=True)
     plan = await database.write(import_history, *planning)
     await audit(request, "import", ok=True, target=history.format)
+    IMPORTS.labels(format=history.format, outcome="imported").inc()
     if plan.periods or plan.moods:
         request.app.state.trainer.schedule(user_id, force=True)
     return import_report(history, plan, dry_run=False)

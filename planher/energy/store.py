@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from planher.cycles.calendar import CycleCalendar, CycleDay, PeriodSpan
 from planher.energy.features import mood_cycle_day
 from planher.energy.models import MODEL_FORMAT, PHASE_PRIOR_MODEL, EnergyModel, deserialize_model
+from planher.metrics import MODEL_CACHE
 from planher.storage.database import Database
 from planher.storage.queries import MODEL_METADATA_COLUMNS, fetch_profile, newest_model_row
 from planher.storage.tables import daily_moods, period_records, user_models, user_profiles
@@ -52,6 +53,7 @@ async def model_of_row(
         app.state.trainer.schedule(user_id)
         return None
     model = cache.get(subject, row["version"])
+    MODEL_CACHE.labels(result="miss" if model is None else "hit").inc()
     if model is not None:
         return model
     blob = await database.fetch_val(

@@ -7,6 +7,8 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sklearn
@@ -15,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
 from planher.clock import utc_now
+from planher.config import TRAINING_CLAIM_STALE_S
 from planher.energy.models import (
     MODEL_FORMAT,
     PERSONAL_MIN_DAYS,
@@ -23,6 +26,7 @@ from planher.energy.models import (
     train_on_samples,
 )
 from planher.energy.store import loadable, model_subject, shipped_model, training_samples
+from planher.metrics import TRAINING_DURATION, TRAINING_FAILURES, TRAINING_QUEUE_LENGTH
 from planher.storage.database import Database, background_task, first_row
 from planher.storage.failures import DatabaseUnavailable
 from planher.storage.queries import (
@@ -39,8 +43,10 @@ POPULATION_MIN_DAYS = 30  # labelled days of everyone before a population model 
 RETRAIN_AFTER_CHANGED_MOODS = 5
 POPULATION_RETRAIN_AFTER_CHANGED_MOODS = 25
 BACKGROUND_TRAININGS_AT_ONCE = 1  # per process; the others wait their turn
-TRAINING_CLAIM_HEARTBEAT_S = 15  # a trainer renews its claim this often, so a claim…
-TRAINING_CLAIM_STALE_S = 45  # …not renewed for this long belongs to a process that died
+# A trainer renews its claim this often (or three times per TRAINING_CLAIM_STALE_S, if that
+# is set shorter), so a claim not renewed for TRAINING_CLAIM_STALE_S belongs to a process
+# that died.
+TRAINING_CLAIM_HEARTBEAT_S = 15
 
 
 # Plain SQL with bound parameters: the upsert is spelled the same on SQLite and PostgreSQL.
@@ -51,42 +57,58 @@ CLAIM_TRAINING = (
 )
 
 
+def heartbeat_interval_s(stale_s: float) -> float:
+    return min(TRAINING_CLAIM_HEARTBEAT_S, stale_s / 3)
+
+
 @contextlib.asynccontextmanager
-async def training_claim(database: Database, subject: str):
+async def renewed_every(interval_s: float, renew: Callable[[], Awaitable[Any]]):
+    """Calls `renew` every `interval_s` while the block runs."""
+
+    async def keep_renewing() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await renew()
+
+    heartbeat = background_task(keep_renewing())
+    try:
+        yield
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError, DatabaseUnavailable):
+            await heartbeat
+
+
+@contextlib.asynccontextmanager
+async def training_claim(database: Database, subject: str, stale_s: float = TRAINING_CLAIM_STALE_S):
     """Yields whether this process may train `subject` now. The claim is a database row,
-    so it holds across every app instance; its holder renews it every
-    TRAINING_CLAIM_HEARTBEAT_S, so the claim of a process that died is taken over soon."""
+    so it holds across every app instance; its holder renews it, so the claim of a process
+    that died is taken over `stale_s` after its last renewal."""
     now = utc_now()
     claimed = await database.fetch_one(
         sa.text(CLAIM_TRAINING).bindparams(
-            subject=subject,
-            now=now,
-            stale_before=now - dt.timedelta(seconds=TRAINING_CLAIM_STALE_S),
+            subject=subject, now=now, stale_before=now - dt.timedelta(seconds=stale_s)
         )
     )
     if claimed is None:
         yield False
         return
+    mine = model_training_claims.c.subject == subject
 
     async def renew_claim() -> None:
-        while True:
-            await asyncio.sleep(TRAINING_CLAIM_HEARTBEAT_S)
-            await database.execute(
-                model_training_claims.update()
-                .where(model_training_claims.c.subject == subject)
-                .values(claimed_at=utc_now())
-            )
-
-    heartbeat = background_task(renew_claim())
-    try:
-        yield True
-    finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError, DatabaseUnavailable):
-            await heartbeat
         await database.execute(
-            model_training_claims.delete().where(model_training_claims.c.subject == subject)
+            model_training_claims.update().where(mine).values(claimed_at=utc_now())
         )
+
+    try:
+        async with renewed_every(heartbeat_interval_s(stale_s), renew_claim):
+            yield True
+    finally:
+        await database.execute(model_training_claims.delete().where(mine))
+
+
+def model_kind(user_id: int | None) -> str:
+    return "population" if user_id is None else "personal"
 
 
 class TrainingBusy(Exception):
@@ -98,10 +120,11 @@ async def train_and_store(
 ) -> dict[str, Any]:
     """Train on `samples` (the data as of `as_of`) in a worker thread and store the result
     as the next version; moods changed after `as_of` count towards the next training."""
-    database = app.state.database
-    async with training_claim(database, model_subject(user_id)) as claimed:
+    database, stale_s = app.state.database, app.state.settings.training_claim_stale_s
+    async with training_claim(database, model_subject(user_id), stale_s) as claimed:
         if not claimed:
             raise TrainingBusy()
+        started = time.perf_counter()
         population = None if user_id is None else await shipped_model(app, None)
         result = await run_in_threadpool(train_on_samples, samples, user_id is None, population)
         blob = None
@@ -124,6 +147,7 @@ async def train_and_store(
                 "trained_at": as_of,
             },
         )
+    TRAINING_DURATION.labels(model=model_kind(user_id)).observe(time.perf_counter() - started)
     logger.info(
         "trained %s model version %s: %s pooled with %s days of prior, shipped=%s",
         model_subject(user_id),
@@ -152,7 +176,8 @@ def store_model(connection: sa.Connection, user_id: int | None, fields: dict) ->
 
 async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = False) -> None:
     """Retrain when enough moods changed since the last training (her own model), or
-    across everyone (the population model), or when `force`d, and there is enough data."""
+    across everyone (the population model), or when `force`d, and there is enough data;
+    TrainingBusy if another process holds the model's training claim."""
     database, personal = app.state.database, user_id is not None
     minimum = PERSONAL_MIN_DAYS if personal else POPULATION_MIN_DAYS
     last = await newest_model_row(database, user_id, shipped_only=False)
@@ -169,8 +194,7 @@ async def retrain_if_due(app: Starlette, user_id: int | None, force: bool = Fals
     as_of = utc_now()
     samples = await training_samples(database, user_id)
     if days_missing_for_a_model([level for *_, level in samples], minimum) == 0:
-        with contextlib.suppress(TrainingBusy):
-            await train_and_store(app, user_id, samples, as_of)
+        await train_and_store(app, user_id, samples, as_of)
 
 
 class Trainer:
@@ -195,6 +219,7 @@ class Trainer:
             self._asked_again.add(user_id)
             return
         self._running[user_id] = background_task(self._retrain(user_id))
+        TRAINING_QUEUE_LENGTH.set(len(self._running))
 
     async def _retrain(self, user_id: int | None) -> None:
         try:
@@ -203,7 +228,8 @@ class Trainer:
                 force = user_id in self._forced
                 self._forced.discard(user_id)
                 async with self._one_at_a_time:
-                    await retrain_if_due(self.app, user_id, force)
+                    with contextlib.suppress(TrainingBusy):  # another process trains it
+                        await retrain_if_due(self.app, user_id, force)
                 if user_id is not None:
                     self.schedule(None)  # one population task per process, however many users
                 if user_id not in self._asked_again:
@@ -211,9 +237,11 @@ class Trainer:
         except DatabaseUnavailable as error:
             self.app.state.failure_log.record(error)  # the next change of a mood retries
         except Exception:
+            TRAINING_FAILURES.labels(model=model_kind(user_id)).inc()
             logger.exception("background training of %s failed", model_subject(user_id))
         finally:
             self._running.pop(user_id, None)
+            TRAINING_QUEUE_LENGTH.set(len(self._running))
 
     def is_busy(self, user_id: int | None) -> bool:
         """Whether a background pass over this model is under way in this process."""

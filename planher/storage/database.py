@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +20,11 @@ from planher.config import (
     SQLITE_PRAGMAS,
     SQLITE_READER_BUSY_TIMEOUT_MS,
     Settings,
+)
+from planher.metrics import (
+    DATABASE_CALL_DURATION,
+    DATABASE_CONNECTION_WAIT,
+    DATABASE_CONNECTIONS_IN_USE,
 )
 from planher.storage.failures import (
     DatabaseUnavailable,
@@ -46,6 +53,20 @@ def _configure_sqlite(busy_timeout_ms: int, *pragmas: str) -> Callable[[Any, Any
         cursor.close()
 
     return on_connect
+
+
+def _without_statement_caches(
+    url: sa.URL, connect_args: dict[str, Any]
+) -> tuple[sa.URL, dict[str, Any]]:
+    """For a pooler in transaction mode (PgBouncer before 1.21), where one connection's
+    statements may run on different servers: neither asyncpg nor SQLAlchemy keeps prepared
+    statements between calls, and each one prepared gets a name no other can take."""
+    url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+    return url, {
+        **connect_args,
+        "statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__planher_{uuid.uuid4().hex}__",
+    }
 
 
 def _begin_immediately(connection: sa.Connection) -> None:
@@ -88,6 +109,18 @@ def _change_nothing(connection: sa.Connection) -> None:
     connection.execute(schema_migrations.delete().where(sa.false()))
 
 
+@contextlib.contextmanager
+def _measured(kind: str):
+    """A database call in the metrics: running now, and how long it took."""
+    started = time.perf_counter()
+    DATABASE_CONNECTIONS_IN_USE.inc()
+    try:
+        yield
+    finally:
+        DATABASE_CONNECTIONS_IN_USE.dec()
+        DATABASE_CALL_DURATION.labels(kind=kind).observe(time.perf_counter() - started)
+
+
 def background_task(coroutine: Awaitable[Any]) -> asyncio.Task:
     """Run `coroutine` as a task of its own, outside the caller's context: in particular
     outside any transaction the caller has open. Keep a reference to it."""
@@ -114,14 +147,19 @@ class Database:
     """
 
     def __init__(
-        self, url: str, timeout_s: float = DB_TIMEOUT_S, pool_size: int = DB_POOL_SIZE
+        self,
+        url: str,
+        timeout_s: float = DB_TIMEOUT_S,
+        pool_size: int = DB_POOL_SIZE,
+        statement_cache: bool = True,
     ) -> None:
         self.url, self.display_url = url, masked_url(url)
         self.timeout_s, self.pool_size = timeout_s, pool_size
+        self.statement_cache = statement_cache
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.engine: AsyncEngine | None = None  # PostgreSQL's
         self._large_reader: sa.Engine | None = None  # SQLite's, for large reads on a thread
-        self._autocommit: AsyncEngine | None = None  # PostgreSQL's, for the held connections
+        self._held_engine: AsyncEngine | None = None  # PostgreSQL's, for the held connections
         self._held: HeldConnections | None = None  # PostgreSQL's, for reads
         self._reader: sa.Engine | None = None
         self._writer: SQLiteWriter | None = None
@@ -141,12 +179,19 @@ class Database:
         }
         try:
             if self.dialect == "postgresql":
-                self.engine = create_async_engine(
-                    url, connect_args={"timeout": self.timeout_s}, **options
+                connect_args: dict[str, Any] = {"timeout": self.timeout_s}
+                if not self.statement_cache:
+                    url, connect_args = _without_statement_caches(url, connect_args)
+                self.engine = create_async_engine(url, connect_args=connect_args, **options)
+                # Behind a pooler in transaction mode a statement and its preparation must
+                # share one transaction, or they may reach two servers.
+                self._held_engine = (
+                    self.engine.execution_options(isolation_level="AUTOCOMMIT")
+                    if self.statement_cache
+                    else self.engine
                 )
-                self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
                 self._held = HeldConnections(
-                    max(1, self.pool_size // 2), self._open_autocommit, self._discard
+                    max(1, self.pool_size // 2), self._open_held, self._discard
                 )
                 async with self._connection(self.engine):  # fails here, not on a request
                     pass
@@ -215,7 +260,7 @@ class Database:
             writer.engine.dispose()
         if self._reader is not None:
             self._reader.dispose()
-        self.engine = self._autocommit = self._held = None
+        self.engine = self._held_engine = self._held = None
         self._reader = self._writer = self._large_reader = None
 
     async def check_writable(self) -> None:
@@ -252,24 +297,26 @@ class Database:
         if it raises, not at all; its result once the commit is durable."""
         if arguments:
             work = _with_arguments(work, arguments)
-        if self._writer is not None:
-            return await self._writer.run(work)
+        with _measured("write"):
+            if self._writer is not None:
+                return await self._writer.run(work)
 
-        async def in_a_transaction(connection: AsyncConnection) -> Any:
-            async with connection.begin():
-                return await connection.run_sync(work)
+            async def in_a_transaction(connection: AsyncConnection) -> Any:
+                async with connection.begin():
+                    return await connection.run_sync(work)
 
-        async with self._connection(self.engine) as connection:
-            return await self._call(in_a_transaction(connection))
+            async with self._connection(self.engine) as connection:
+                return await self._call(in_a_transaction(connection))
 
     async def read(self, work: UnitOfWork, *arguments: Any) -> Any:
         """`work(connection, *arguments)` for reads that need no transaction: on SQLite
         inline, on PostgreSQL on one connection in autocommit mode."""
         if arguments:
             work = _with_arguments(work, arguments)
-        if self._reader is not None:
-            return self._read_inline(work)
-        return await self._on_held(lambda connection: connection.run_sync(work))
+        with _measured("read"):
+            if self._reader is not None:
+                return self._read_inline(work)
+            return await self._on_held(lambda connection: connection.run_sync(work))
 
     # `values` fill a statement's bind parameters: a hot statement is built once, with
     # sa.bindparam, rather than composed anew on every call.
@@ -294,6 +341,10 @@ class Database:
         loop: on SQLite whole, on a worker thread; on PostgreSQL from a server-side cursor
         in chunks of LARGE_READ_CHUNK_ROWS, each its own awaited call bounded by the
         timeout, the event loop serving other requests in between."""
+        with _measured("large_read"):
+            return await self._read_large(query)
+
+    async def _read_large(self, query: sa.Select) -> list[dict[str, Any]]:
         if self._large_reader is not None:
             return await asyncio.to_thread(self._read_large_on_a_thread, query)
         rows: list[dict[str, Any]] = []
@@ -315,16 +366,18 @@ class Database:
         if self.engine is None and self._writer is None:
             raise self._unavailable(ConnectionError("the database is not connected"))
         if self._writer is None:  # PostgreSQL: one statement, one round trip
-            return take(
-                await self._on_held(lambda connection: connection.execute(statement, values))
-            )
+            with _measured("statement"):
+                return take(
+                    await self._on_held(lambda connection: connection.execute(statement, values))
+                )
 
         def run_statement(connection: sa.Connection) -> Any:
             return take(connection.execute(statement, values))
 
-        if isinstance(statement, sa.Select):
-            return self._read_inline(run_statement)
-        return await self._writer.run(run_statement)
+        with _measured("statement"):
+            if isinstance(statement, sa.Select):
+                return self._read_inline(run_statement)
+            return await self._writer.run(run_statement)
 
     def _read_large_on_a_thread(self, query: sa.Select) -> list[dict[str, Any]]:
         try:
@@ -351,13 +404,16 @@ class Database:
 
         async def on_a_held_connection() -> Any:
             async with self._held.connection(_leaves_connection_unknown) as connection:
-                return await call(connection)
+                if self.statement_cache:
+                    return await call(connection)
+                async with connection.begin():
+                    return await call(connection)
 
         return await self._call(on_a_held_connection())
 
-    async def _open_autocommit(self) -> AsyncConnection:
+    async def _open_held(self) -> AsyncConnection:
         try:
-            return await self._autocommit.connect()
+            return await self._held_engine.connect()
         except (sa.exc.DBAPIError, OSError) as error:  # whatever stops a connection opening
             raise self._unavailable(error) from error
 
@@ -368,10 +424,12 @@ class Database:
         discarded instead, in the background, so the client's 503 does not wait for it."""
         if engine is None:
             raise self._unavailable(ConnectionError("the database is not connected"))
+        waited_from = time.perf_counter()
         try:
             connection = await self._call(engine.connect())
         except (sa.exc.DBAPIError, OSError) as error:  # whatever stops a connection opening
             raise self._unavailable(error) from error
+        DATABASE_CONNECTION_WAIT.observe(time.perf_counter() - waited_from)
         try:
             yield connection
         except BaseException as error:
@@ -424,7 +482,12 @@ class Database:
 
 
 def database_for(settings: Settings) -> Database:
-    return Database(settings.database_url, settings.db_timeout_s, settings.db_pool_size)
+    return Database(
+        settings.database_url,
+        settings.db_timeout_s,
+        settings.db_pool_size,
+        settings.db_statement_cache,
+    )
 
 
 async def with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:

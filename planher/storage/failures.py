@@ -70,6 +70,15 @@ def is_unavailable(error: BaseException) -> bool:
     return (getattr(error.orig, "sqlstate", None) or "").startswith(POSTGRES_UNAVAILABLE_STATES)
 
 
+def unavailable_cause(error: DatabaseUnavailable) -> str:
+    """The 503's cause in the metrics: a few fixed words, never a message."""
+    if isinstance(error.__cause__, sa.exc.TimeoutError):  # no pooled connection came free
+        return "pool_exhausted"
+    if isinstance(error.__cause__, TimeoutError):
+        return "database_timeout"
+    return "database_unavailable"
+
+
 def failure_kind(error: BaseException) -> str:
     """A failure's class and the first line of its message, without statement or values."""
     cause = error.orig if isinstance(error, sa.exc.DBAPIError) else error

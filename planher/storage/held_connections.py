@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from planher.metrics import DATABASE_CONNECTION_WAIT
 
 
 class HeldConnections:
@@ -41,7 +44,9 @@ class HeldConnections:
     async def connection(self, discard_after: Callable[[BaseException], bool]):
         """A held connection for the block; if the block raises an error for which
         `discard_after` says so, the connection is discarded rather than kept."""
+        waited_from = time.perf_counter()
         held = await self._idle.get()
+        DATABASE_CONNECTION_WAIT.observe(time.perf_counter() - waited_from)
         if held is not None and self._opened_in[held] < self._generation:
             self._forget(held)
             held = None

@@ -162,6 +162,25 @@ model_training_claims = sa.Table(
     _timestamp_column("claimed_at"),
 )
 
+training_jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("subject", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE")),
+    sa.Column("force", sa.Boolean, nullable=False),
+    _timestamp_column("queued_at"),
+    _timestamp_column("requested_at"),
+    _timestamp_column("claimed_at", nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+)
+
+chore_runs = sa.Table(
+    "chore_runs",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    _timestamp_column("last_run_at"),
+)
+
 predictions = sa.Table(
     "predictions",
     metadata,

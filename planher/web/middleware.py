@@ -20,7 +20,8 @@ from planher.config import (
     MAX_BODY_BYTES,
     RETRY_AFTER_S,
 )
-from planher.storage.failures import DatabaseUnavailable
+from planher.metrics import UNAVAILABLE
+from planher.storage.failures import DatabaseUnavailable, unavailable_cause
 from planher.web.error_responses import STANDARD_HEADERS, error_response
 from planher.web.protocol import READING_CONNECTION
 from planher.web.request_errors import BodyTooLarge, RequestReadTimeout
@@ -114,6 +115,7 @@ class DatabaseUnavailableMiddleware:
             if response_started:
                 raise
             scope["app"].state.failure_log.record(error)
+            UNAVAILABLE.labels(cause=unavailable_cause(error)).inc()
             response = error_response(
                 503, "database_unavailable", str(error), {"Retry-After": str(RETRY_AFTER_S)}
             )

@@ -28,7 +28,7 @@ from conftest import (
 from planher.api.predictions import RETRAIN_QUEUED
 from planher.application import create_app
 from planher.clock import utc_now, utc_today
-from planher.config import ENERGY_LABELS
+from planher.config import ENERGY_LABELS, TRAINING_CLAIM_STALE_S
 from planher.cycles.calendar import CycleCalendar
 from planher.cycles.population import BUILT_IN_POPULATION
 from planher.energy import models, store
@@ -37,7 +37,6 @@ from planher.energy.models import PERSONAL_MIN_DAYS, ModelCache, deserialize_mod
 from planher.energy.store import model_subject
 from planher.energy.trainer import (
     POPULATION_MIN_DAYS,
-    TRAINING_CLAIM_STALE_S,
     retrain_if_due,
     training_claim,
 )

@@ -1,6 +1,7 @@
 """Users: GET/PUT/DELETE /users/me."""
 
 import datetime as dt
+import time
 
 import sqlalchemy as sa
 from starlette.testclient import TestClient
@@ -8,8 +9,10 @@ from starlette.testclient import TestClient
 from conftest import PASSWORD, bearer, create_account, day, login, new_email, run
 from planher.application import create_app
 from planher.clock import today_in, utc_now, utc_today
+from planher.config import RETENTION_SWEEP_INTERVAL_S
 from planher.storage.tables import (
     calendar_feeds,
+    chore_runs,
     daily_moods,
     logins,
     observations,
@@ -389,7 +392,7 @@ def test_retention_days_is_null_or_at_least_90_and_her_export_says_it(client, ac
     assert cleared.json()["retention_days"] is None
 
 
-def test_history_older_than_her_retention_is_deleted_at_start_up(settings):
+def test_history_older_than_her_retention_is_deleted_by_the_next_days_sweep(settings):
     with TestClient(create_app(settings)) as client:
         keeper, forgetter = create_account(client), create_account(client)
         for someone in (keeper, forgetter):
@@ -402,8 +405,17 @@ def test_history_older_than_her_retention_is_deleted_at_start_up(settings):
                 body = {"date": day(date), "energy_level": 1}
                 assert client.post("/moods/", headers=someone.headers, json=body).status_code == 201
         client.put("/users/me", headers=forgetter.headers, json={"retention_days": 90})
-    with TestClient(create_app(settings)) as client:  # the next start-up
-        kept = client.get("/periods/", headers=forgetter.headers).json()
+        yesterday = utc_now() - dt.timedelta(seconds=RETENTION_SWEEP_INTERVAL_S + 1)
+        run(
+            client,
+            client.app.state.database.execute,
+            chore_runs.update().values(last_run_at=yesterday),
+        )
+    with TestClient(create_app(settings)) as client:  # a start-up a day after the last sweep
+        deadline = time.monotonic() + 10
+        while len(kept := client.get("/periods/", headers=forgetter.headers).json()) == 4:
+            assert time.monotonic() < deadline, "not swept within 10 s of start-up"
+            time.sleep(0.05)
         # a period that ends within the 90 days stays whole
         assert [p["start_date"] for p in kept] == [day(-30), day(-93)]
         assert [m["date"] for m in client.get("/moods/", headers=forgetter.headers).json()] == [

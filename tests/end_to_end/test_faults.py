@@ -30,6 +30,7 @@ from conftest import (
     free_port,
     fresh_database_url,
     make_settings,
+    through_pgbouncer,
     uvicorn_server,
 )
 from planher.application import create_app
@@ -460,3 +461,38 @@ def test_a_service_whose_postgresql_server_is_frozen_exits_within_fifteen_second
     code, output, seconds = start_and_fail(url, tmp_path)
     assert code != 0 and seconds < 15, output
     assert "cannot start: the database" in output and "Traceback" not in output, output
+
+
+# ── the same outage through PgBouncer in transaction mode ──
+
+
+def test_a_pgbouncer_that_vanishes_costs_503s_and_heals_by_itself(tmp_path, caplog):
+    with fresh_database_url("postgresql", tmp_path) as direct_url:
+        parts = urlsplit(through_pgbouncer(direct_url))
+        proxy = DatabaseProxy(parts.port)  # between PlanHer and its pooler
+        try:
+            url = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
+            settings = make_settings(url, db_timeout_s=1.0, db_statement_cache=False)
+            with TestClient(create_app(settings)) as client:
+                account = create_account(client)
+                client.post("/moods/", headers=account.headers, json={"energy_level": 1})
+                proxy.cut()  # the pooler restarts: connections dropped, new ones refused
+                with caplog.at_level(logging.DEBUG):
+                    during = [
+                        client.get("/moods/", headers=account.headers),
+                        client.post("/moods/", headers=account.headers, json={"energy_level": 2}),
+                        client.get("/health/ready"),
+                        client.get("/predictions/current", headers=account.headers),
+                    ] * 2
+                proxy.restore()
+                healed_after_s = first_ok_within(client, "/moods/", account.headers, 5)
+                stored = client.get("/moods/", headers=account.headers).json()
+                in_use = client.app.state.database.connections_in_use
+        finally:
+            proxy.close()
+    assert {response.status_code for response in during} == {503}
+    assert all(response.headers["Retry-After"] for response in during)
+    assert healed_after_s is not None, "not healed within 5 s of the pooler coming back"
+    assert [mood["energy_level"] for mood in stored] == [1]
+    assert in_use == 0
+    assert not [record for record in caplog.records if record.exc_info], "no tracebacks"
