@@ -272,8 +272,7 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env_file = ".env" if Path(".env").is_file() else None
-        config = Config(env_file, environ=os.environ if environ is None else environ)
+        config = environment_config(environ)
         defaults, values = cls(), {}
         for field in dataclasses.fields(cls):
             default = getattr(defaults, field.name)
@@ -293,6 +292,12 @@ class Settings:
             else:
                 values[field.name] = config(field.name.upper(), cast=type(default), default=default)
         return cls(**values)
+
+
+def environment_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The environment (or `environ`), over a `.env` file's values when there is one."""
+    env_file = ".env" if Path(".env").is_file() else None
+    return Config(env_file, environ=os.environ if environ is None else environ)
 
 
 def _comma_separated(value: str) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from planher.config import Settings
+from planher.config import environment_config
 
 MULTIPROCESS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -32,7 +32,9 @@ def _server_id() -> str:
     return f"{pid}-{started}"
 
 
-if Settings.from_environ().metrics_token and MULTIPROCESS_DIRECTORY_VARIABLE not in os.environ:
+# Only METRICS_TOKEN is read here: the other settings are parsed when the app is created.
+metrics_on = bool(environment_config()("METRICS_TOKEN", default=""))
+if metrics_on and MULTIPROCESS_DIRECTORY_VARIABLE not in os.environ:
     directory = Path(tempfile.gettempdir()) / f"planher-metrics-{_server_id()}"
     directory.mkdir(mode=0o700, exist_ok=True)
     os.environ[MULTIPROCESS_DIRECTORY_VARIABLE] = str(directory)

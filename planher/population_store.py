@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import math
 import time
@@ -82,7 +81,12 @@ class PopulationStore:
     async def keep_fresh(self) -> None:
         """From start-up on, in the background: start-up never waits for everyone."""
         while True:
-            with contextlib.suppress(DatabaseUnavailable):
+            try:
                 if await self.due():
                     await self.learn()
+            except DatabaseUnavailable:
+                pass  # looked for again at the next check
+            except Exception:  # a bug must not stop the learning for the process's life
+                logger.exception("learning everyone's cycles failed")
+                self.learned_at = time.monotonic()  # and is not retried at once
             await asyncio.sleep(self.check_s)

@@ -340,6 +340,7 @@ def uvicorn_server(
     otherwise, and its access log off unless asked; yields (base URL, the process)."""
     port = port or free_port()
     command = [argument.replace("${PORT:-8000}", str(port)) for argument in procfile_web_command()]
+    logged_before = log.stat().st_size if log.exists() else 0
     with log.open("ab") as output:
         server = subprocess.Popen(
             [*command, "--workers", str(workers), *([] if access_log else ["--no-access-log"])],
@@ -359,6 +360,11 @@ def uvicorn_server(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(f"{base}/health", server, lambda: log.read_text())
+        # One worker answering is not all of them: a signal must find every one started.
+        deadline = time.monotonic() + 60
+        while log.read_bytes()[logged_before:].count(b"Application startup complete") < workers:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
         yield base, server
     finally:
         with contextlib.suppress(ProcessLookupError):

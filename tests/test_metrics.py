@@ -95,6 +95,7 @@ def test_a_journey_moves_every_series_an_operator_watches(database_url):
     assert moved("planher_model_cache_total", result="hit") >= 1
     assert moved("planher_model_cache_total", result="miss") >= 1
     assert moved("planher_imports_total", format="drip", outcome="imported") == 1
+    assert moved("planher_requests_total", route="/metrics", status="200") == 1
     unmatched = [key for key in after if "route=/users/" in key and key.count("/") > 3]
     assert not unmatched, "routes are templates, never paths with ids"
 

@@ -14,6 +14,7 @@ from planher.errors import APIError
 from planher.metrics import UNAVAILABLE, metrics_text
 from planher.schemas.responses import LivenessOut, ReadinessOut
 from planher.web.endpoint import endpoint
+from planher.web.request_metrics import ROUTE_SCOPE_KEY
 
 
 @endpoint("Liveness: the process answers (no database call)", ok=(200, LivenessOut), auth=None)
@@ -44,6 +45,7 @@ async def metrics(request: Request) -> Response:
     """Prometheus' text format, for `Authorization: Bearer <METRICS_TOKEN>` only; without
     METRICS_TOKEN the route is not there (404). Not in the API document: it is the
     operator's, not the app's."""
+    request.scope[ROUTE_SCOPE_KEY] = "/metrics"  # a plain route: not counted as unmatched
     token = request.app.state.settings.metrics_token
     if not token:
         raise APIError(404, "not_found", "Not found")

@@ -274,6 +274,8 @@ def walk_forward_log_likelihood(
         weights = np.where(age >= 0, population.age_weights(np.maximum(age, 0)), 0.0)
         prefixes.append(weights @ one_hot)
         actual.append(columns[1:])
+    if not prefixes:  # no one has two cycles yet: every half-life is as good
+        return 0.0
     counts, targets = np.concatenate(prefixes), np.concatenate(actual)
     total = 0.0
     for first in range(0, len(counts), SCORING_CHUNK_FORECASTS):

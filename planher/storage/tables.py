@@ -166,12 +166,13 @@ training_jobs = sa.Table(
     "training_jobs",
     metadata,
     sa.Column("subject", sa.String(32), primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE")),
+    _user_id_column(nullable=True),
     sa.Column("force", sa.Boolean, nullable=False),
     _timestamp_column("queued_at"),
     _timestamp_column("requested_at"),
     _timestamp_column("claimed_at", nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Index("ix_training_jobs_queued_at", "queued_at"),
 )
 
 chore_runs = sa.Table(

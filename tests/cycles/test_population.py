@@ -27,6 +27,13 @@ def test_the_population_is_learned_from_the_womens_own_cycles():
     assert short.forecast([]).median in (25, 26, 27) and long.forecast([]).median in (32, 33, 34)
 
 
+def test_women_with_at_most_one_cycle_each_are_learned_from_too():
+    # A new service: its first women have logged one or two periods each.
+    population = learn_population([[34], [], [31]])
+    assert population.n_women == 2  # she who has no cycle yet is no one's evidence
+    assert 28 <= population.forecast([]).median <= 34
+
+
 def test_one_long_cycle_among_regular_women_moves_her_little_and_ten_decide():
     population = learn_population(women_like(28, 1.0, 200, 10))
     assert abs(population.forecast([40]).median - 28) < abs(population.forecast([40]).median - 40)

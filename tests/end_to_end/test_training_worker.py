@@ -103,6 +103,15 @@ def test_a_worker_killed_mid_training_loses_nothing(database_for_workers, tmp_pa
             left_behind = her_job(url, her)
             untrained = her_models(url, her)
             with worker(url, tmp_path / "second-worker.log") as second:
+                wait_for(
+                    lambda: [job for job in her_job(url, her) if job["attempts"] == 2]
+                    or her_models(url, her),
+                    30,
+                    "the second worker never took her job over",
+                )
+                started = time.monotonic()
+                served_meanwhile = http.get("/auth/me", headers=account.headers)
+                served_in_s = time.monotonic() - started
                 versions = wait_for(
                     lambda: her_models(url, her), 60, "the second worker never trained her model"
                 )
@@ -114,6 +123,7 @@ def test_a_worker_killed_mid_training_loses_nothing(database_for_workers, tmp_pa
     assert retrain.status_code == 202 and retrain.json()["state"] == "queued"
     assert len(left_behind) == 1 and untrained == [], "killed before it finished"
     assert [row["version"] for row in versions] == [1]
+    assert served_meanwhile.status_code == 200 and served_in_s < 1, "web serves while it trains"
     assert prediction.status_code == 200
     assert stopped == 0
     assert "worker: stopped" in (tmp_path / "second-worker.log").read_text()
