@@ -29,6 +29,11 @@ def model_subject(user_id: int | None) -> str:
     return "population" if user_id is None else f"user:{user_id}"
 
 
+def model_kind(user_id: int | None) -> str:
+    """Whose model: "population" or "personal" (its `source`, and its label in the metrics)."""
+    return "population" if user_id is None else "personal"
+
+
 def loadable(row: Mapping[str, Any]) -> bool:
     """Whether a stored model was saved by this scikit-learn for today's features; any
     other is retrained rather than loaded."""
@@ -76,7 +81,7 @@ async def model_of_row(
         app.state.trainer.schedule(user_id, force=True)
         return None
     model = EnergyModel(
-        source="population" if user_id is None else "personal",
+        source=model_kind(user_id),
         pooled=pooled,
         with_profile=user_id is None,
         version=row["version"],

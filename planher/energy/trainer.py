@@ -25,7 +25,13 @@ from planher.energy.models import (
     serialize_model,
     train_on_samples,
 )
-from planher.energy.store import loadable, model_subject, shipped_model, training_samples
+from planher.energy.store import (
+    loadable,
+    model_kind,
+    model_subject,
+    shipped_model,
+    training_samples,
+)
 from planher.metrics import TRAINING_DURATION, TRAINING_FAILURES, TRAINING_QUEUE_LENGTH
 from planher.storage.database import Database, background_task, first_row
 from planher.storage.failures import DatabaseUnavailable
@@ -105,10 +111,6 @@ async def training_claim(database: Database, subject: str, stale_s: float = TRAI
             yield True
     finally:
         await database.execute(model_training_claims.delete().where(mine))
-
-
-def model_kind(user_id: int | None) -> str:
-    return "population" if user_id is None else "personal"
 
 
 class TrainingBusy(Exception):

@@ -8,10 +8,10 @@ import logging
 
 from starlette.applications import Starlette
 
+from planher.energy.store import model_kind
 from planher.energy.trainer import (
     TrainingBusy,
     heartbeat_interval_s,
-    model_kind,
     renewed_every,
     retrain_if_due,
 )
